@@ -1,0 +1,33 @@
+# `make demo` and `make test` work on a fresh machine with only Python 3.11 and pip.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_HOME ?= .requiem-demo
+
+.PHONY: setup demo test bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+	@bash scripts/install-system-deps.sh
+
+demo: setup
+	$(BIN)/requiem --home $(DEMO_HOME) health
+	head -c 1000000 /dev/urandom > $(DEMO_HOME).bin
+	$(BIN)/requiem --home $(DEMO_HOME) cas put --in $(DEMO_HOME).bin --compress zstd
+	$(BIN)/requiem --home $(DEMO_HOME) cas verify --all
+	$(BIN)/requiem --home $(DEMO_HOME) cas stats --top 3
+
+test: setup
+	bash scripts/lint-imports.sh $(BIN)/lint-imports
+	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
+
+bench: setup
+	for b in benchmarks/*_bench.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(DEMO_HOME) build *.egg-info

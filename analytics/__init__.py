@@ -1,0 +1,1 @@
+"""Polars analytics over the Requiem execution history (read only)."""

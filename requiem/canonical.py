@@ -1,0 +1,112 @@
+"""Strict JSON in (RFC 8259 + I-JSON), canonical JSON out (RFC 8785)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+
+from requiem.errors import JSON_DUPLICATE_KEY, JSON_PARSE_ERROR, QUOTA_EXCEEDED, RequiemError
+
+MAX_DOCUMENT_BYTES = 1 << 20
+MAX_DEPTH = 64
+# I-JSON: numbers must round-trip through an IEEE-754 double.
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _reject_constant(name: str) -> Any:
+    raise RequiemError(JSON_PARSE_ERROR, f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise RequiemError(JSON_DUPLICATE_KEY, f"duplicate key {key!r}", key=key)
+        obj[key] = value
+    return obj
+
+
+def _check_values(value: Any, pointer: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise RequiemError(JSON_PARSE_ERROR, f"nesting deeper than {MAX_DEPTH} at {pointer or '/'}")
+    if isinstance(value, str):
+        _check_string(value, pointer)
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if abs(value) > _MAX_SAFE_INTEGER:
+            raise RequiemError(
+                JSON_PARSE_ERROR, f"integer at {pointer or '/'} is outside the I-JSON range (2^53)"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_string(key, pointer)
+            _check_values(item, f"{pointer}/{_escape_pointer(key)}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_values(item, f"{pointer}/{index}", depth + 1)
+
+
+def _check_string(text: str, pointer: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequiemError(
+            JSON_PARSE_ERROR, f"lone surrogate in a string at {pointer or '/'}"
+        ) from None
+
+
+def _escape_pointer(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def loads(data: bytes | str, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
+    """Parse one strict JSON document, raising RequiemError with a contract code on any defect."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if len(raw) > max_bytes:
+        raise RequiemError(
+            QUOTA_EXCEEDED, f"document is {len(raw)} bytes; the limit is {max_bytes}", limit=max_bytes
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequiemError(
+            JSON_PARSE_ERROR, f"invalid UTF-8 at byte {exc.start}", position=exc.start
+        ) from None
+    if text.startswith("\ufeff"):
+        raise RequiemError(JSON_PARSE_ERROR, "a byte order mark is not allowed", position=0)
+    try:
+        value = json.loads(
+            text, object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant
+        )
+    except json.JSONDecodeError as exc:
+        raise RequiemError(
+            JSON_PARSE_ERROR,
+            f"{exc.msg} at line {exc.lineno} column {exc.colno}",
+            position=exc.pos, line=exc.lineno, column=exc.colno,
+        ) from None
+    except RecursionError:
+        raise RequiemError(JSON_PARSE_ERROR, f"nesting deeper than {MAX_DEPTH}") from None
+    try:
+        _check_values(value, "", 0)
+    except RecursionError:
+        raise RequiemError(JSON_PARSE_ERROR, f"nesting deeper than {MAX_DEPTH}") from None
+    return value
+
+
+def load_file(path: str | Path, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
+    """Read and strictly parse a JSON file without reading more than the size limit allows."""
+    with open(path, "rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    return loads(raw, max_bytes=max_bytes)
+
+
+def dumps(value: Any) -> bytes:
+    """RFC 8785 canonical bytes of a JSON value."""
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        raise RequiemError(JSON_PARSE_ERROR, f"value cannot be canonicalised: {exc}") from None

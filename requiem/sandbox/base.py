@@ -1,0 +1,123 @@
+"""The sandbox seam: what a backend is told (LaunchSpec), reports (SandboxReport) and returns (Child)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+CAPABILITIES = (
+    "workspace_confinement",
+    "rlimits",
+    "process_isolation",
+    "network_isolation",
+    "seccomp_bpf",
+    "no_new_privs",
+    "process_mitigations",
+)
+
+
+@dataclass(frozen=True)
+class SandboxReport:
+    """Which capabilities hold for a run (or on this machine), each with the reason for its state."""
+
+    enforced: tuple[str, ...] = ()
+    partial: tuple[str, ...] = ()
+    unsupported: tuple[str, ...] = CAPABILITIES
+    reasons: dict[str, str] = field(default_factory=dict)
+    backend: str = "none"
+
+    def state(self, capability: str) -> str:
+        if capability in self.enforced:
+            return "enforced"
+        if capability in self.partial:
+            return "partial"
+        return "unsupported"
+
+    def to_json(self, with_reasons: bool = True) -> dict[str, Any]:
+        """The contract's `{enforced[], partial[], unsupported[]}` shape, reasons beside it."""
+        doc: dict[str, Any] = {
+            "enforced": sorted(self.enforced),
+            "partial": sorted(self.partial),
+            "unsupported": sorted(self.unsupported),
+        }
+        if with_reasons:
+            doc["reasons"] = dict(sorted(self.reasons.items()))
+            doc["backend"] = self.backend
+        return doc
+
+    @classmethod
+    def from_states(cls, states: dict[str, tuple[str, str]], backend: str) -> "SandboxReport":
+        """Build a report from {capability: (state, reason)}; unnamed capabilities are unsupported."""
+        buckets: dict[str, list[str]] = {"enforced": [], "partial": [], "unsupported": []}
+        reasons = {}
+        for cap in CAPABILITIES:
+            state, reason = states.get(cap, ("unsupported", f"{backend} backend does not provide it"))
+            buckets[state].append(cap)
+            reasons[cap] = reason
+        return cls(tuple(buckets["enforced"]), tuple(buckets["partial"]),
+                   tuple(buckets["unsupported"]), reasons, backend)
+
+
+@dataclass(frozen=True)
+class Rlimits:
+    """Resource limits a run asks for; None means "leave as inherited"."""
+
+    cpu_seconds: int | None = None
+    address_space_bytes: int | None = None
+    open_files: int | None = None
+    file_size_bytes: int | None = None
+    core_bytes: int | None = 0
+    processes: int | None = None
+
+
+@dataclass
+class LaunchSpec:
+    """Everything a backend needs to start one command; paths are absolute host paths."""
+
+    executable: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    workspace: str
+    stdout_fd: int
+    stderr_fd: int
+    umask: int = 0o022
+    hostname: str | None = None
+    allow_network: bool = False
+    rlimits: Rlimits = field(default_factory=Rlimits)
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a child ended: exit code or signal, plus its resource usage (outside any digest)."""
+
+    exit_code: int | None
+    signal: int | None
+    rusage: dict[str, float]
+
+
+class Child(Protocol):
+    """A started command."""
+
+    pid: int
+
+    def wait(self, timeout_s: float | None) -> Exit | None:
+        """Wait up to timeout_s for the command to end; None if it is still running."""
+
+    def kill_tree(self) -> None:
+        """Kill the command and every process it started, setsid escapees included; reap them."""
+
+
+class Backend(Protocol):
+    """A way of starting commands (bwrap, zygote, none), with the truth about what it enforces."""
+
+    name: str
+
+    def report(self, spec: LaunchSpec) -> SandboxReport:
+        """What a run with this spec gets from this backend on this machine."""
+
+    def spawn(self, spec: LaunchSpec) -> Child:
+        """Start the command; raise OSError when it cannot be started."""
+
+    def close(self) -> None:
+        """Release long-lived helpers (the zygote)."""

@@ -1,0 +1,65 @@
+"""Shared fixtures: a temp home and a runner for the real `requiem` CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BIN_DIR = Path(sys.executable).parent
+REQUIEM = str(BIN_DIR / "requiem") if (BIN_DIR / "requiem").exists() else None
+
+
+@dataclass
+class CliResult:
+    """What one `requiem` invocation did."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def cli_command() -> list[str]:
+    """The argv prefix that runs the installed `requiem` console script."""
+    return [REQUIEM] if REQUIEM else [sys.executable, "-m", "requiem.cli"]
+
+
+def run_cli(*args: str, home: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120, cwd: Path | None = None) -> CliResult:
+    """Run `requiem [--home H] ARGS…` for real and capture its output."""
+    full_env = dict(os.environ)
+    full_env.pop("REQUIEM_HOME", None)
+    if env:
+        full_env.update(env)
+    argv = cli_command() + (["--home", str(home)] if home else []) + list(args)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout,
+                          cwd=cwd, stdin=subprocess.DEVNULL)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh Requiem home directory."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def cli(home: Path):
+    """Run the real CLI against the test's home: cli("cas", "ls")."""
+
+    def _run(*args: str, **kwargs: Any) -> CliResult:
+        return run_cli(*args, home=home, **kwargs)
+
+    return _run

@@ -1,0 +1,84 @@
+"""Strict JSON parsing and RFC 8785 canonical output."""
+
+from __future__ import annotations
+
+import pytest
+
+from requiem import canonical
+from requiem.errors import RequiemError
+
+
+def code_of(data: bytes | str) -> str:
+    with pytest.raises(RequiemError) as info:
+        canonical.loads(data)
+    return info.value.code
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [b'{"a":1,"a":2}', b'{"x":{"b":1,"b":1}}', b'[{"k":[{"z":0,"z":0}]}]'],
+)
+def test_duplicate_keys_at_any_depth_are_rejected(doc: bytes) -> None:
+    assert code_of(doc) == "json_duplicate_key"
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b'{"a": NaN}',
+        b'{"a": Infinity}',
+        b'[-Infinity]',
+        b'{"a": 1,}',
+        b'[1,]',
+        b'{"a": 1} trailing',
+        b'{"a": 1}{"b": 2}',
+        b'\xff\xfe{}',
+        b'{"a": "\xc3\x28"}',
+        b'{"a": "\\ud800"}',
+        b'{"\\udfff": 1}',
+        b"'single'",
+        b"",
+        b"\xef\xbb\xbf{}",
+        b"[" * 100 + b"]" * 100,
+        b"[" * 100000,
+        b'{"big": 9007199254740993}',
+    ],
+)
+def test_non_rfc8259_input_is_a_parse_error(doc: bytes) -> None:
+    assert code_of(doc) == "json_parse_error"
+
+
+def test_parse_error_carries_the_position() -> None:
+    with pytest.raises(RequiemError) as info:
+        canonical.loads(b'{\n "a": tru\n}')
+    assert info.value.detail["line"] == 2
+    assert "position" in info.value.detail
+
+
+def test_document_over_one_mebibyte_is_quota_exceeded() -> None:
+    big = b'{"a":"' + b"x" * (1 << 20) + b'"}'
+    assert code_of(big) == "quota_exceeded"
+
+
+def test_document_at_the_limit_is_accepted() -> None:
+    doc = b'{"a":"' + b"x" * ((1 << 20) - 8) + b'"}'
+    assert len(doc) == 1 << 20
+    assert canonical.loads(doc)["a"].startswith("x")
+
+
+def test_valid_json_round_trips() -> None:
+    value = canonical.loads('{"b": [1, 2.5, "é", null, true], "a": {"c": -0.0}}')
+    assert value == {"b": [1, 2.5, "é", None, True], "a": {"c": 0.0}}
+
+
+def test_canonical_bytes_follow_rfc8785() -> None:
+    # Keys sorted by UTF-16 code units, no whitespace, ES number formatting.
+    value = {"\u20ac": 1, "\U0001f600": 2, "\ufb33": 3, "a": [1.0, 1e21, 0.1, "\u0007"]}
+    out = canonical.dumps(value)
+    assert out == (
+        '{"a":[1,1e+21,0.1,"\\u0007"],"\u20ac":1,"\U0001f600":2,"\ufb33":3}'.encode("utf-8")
+    )
+
+
+def test_canonical_bytes_ignore_input_key_order() -> None:
+    assert canonical.dumps(canonical.loads('{"z":1,"a":2}')) == canonical.dumps({"a": 2, "z": 1})

@@ -1,0 +1,1 @@
+"""The Requiem operator TUI (Textual)."""
