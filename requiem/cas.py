@@ -167,6 +167,29 @@ class CasWriter:
         self.original_size += copied
         self.stored_size += copied
 
+    def fileno(self) -> int:
+        """The temp file's descriptor, positioned where content starts (a child may write to it)."""
+        return self._file.fileno()
+
+    def written_size(self) -> int:
+        """How many content bytes the temp file holds, however they were written."""
+        return max(os.fstat(self._file.fileno()).st_size - HEADER_SIZE, 0)
+
+    def read_prefix(self, limit: int) -> bytes:
+        """The first `limit` content bytes written so far."""
+        return os.pread(self._file.fileno(), limit, HEADER_SIZE)
+
+    def adopt_written(self, limit: int | None = None) -> None:
+        """Take whatever another process wrote through fileno() as the content (cut at limit)."""
+        if self.encoding != "identity":
+            raise ValueError("only identity captures can adopt bytes written by others")
+        size = self.written_size()
+        if limit is not None and size > limit:
+            os.ftruncate(self._file.fileno(), HEADER_SIZE + limit)
+            size = limit
+        self._precomputed_digest = hashing.hash_open_file(self._file, HEADER_SIZE)  # type: ignore[arg-type]
+        self.original_size = self.stored_size = size
+
     def commit(self) -> ObjectInfo:
         """Finish, fsync and atomically publish the object; return its metadata."""
         try:

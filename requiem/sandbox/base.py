@@ -25,6 +25,7 @@ class SandboxReport:
     unsupported: tuple[str, ...] = CAPABILITIES
     reasons: dict[str, str] = field(default_factory=dict)
     backend: str = "none"
+    backend_reason: str = ""
 
     def state(self, capability: str) -> str:
         if capability in self.enforced:
@@ -43,10 +44,12 @@ class SandboxReport:
         if with_reasons:
             doc["reasons"] = dict(sorted(self.reasons.items()))
             doc["backend"] = self.backend
+            doc["backend_reason"] = self.backend_reason
         return doc
 
     @classmethod
-    def from_states(cls, states: dict[str, tuple[str, str]], backend: str) -> "SandboxReport":
+    def from_states(cls, states: dict[str, tuple[str, str]], backend: str,
+                    backend_reason: str = "") -> "SandboxReport":
         """Build a report from {capability: (state, reason)}; unnamed capabilities are unsupported."""
         buckets: dict[str, list[str]] = {"enforced": [], "partial": [], "unsupported": []}
         reasons = {}
@@ -55,7 +58,7 @@ class SandboxReport:
             buckets[state].append(cap)
             reasons[cap] = reason
         return cls(tuple(buckets["enforced"]), tuple(buckets["partial"]),
-                   tuple(buckets["unsupported"]), reasons, backend)
+                   tuple(buckets["unsupported"]), reasons, backend, backend_reason)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,12 @@ class LaunchSpec:
     hostname: str | None = None
     allow_network: bool = False
     rlimits: Rlimits = field(default_factory=Rlimits)
+    # Extra host paths the command may read (e.g. a toolchain outside /usr); bound read-only.
+    readonly_paths: tuple[str, ...] = ()
+    # (uid, gid) the command runs as; None keeps the engine's. Needs root to differ from the engine's.
+    run_as: tuple[int, int] | None = None
+    # Memory-deny-write-execute: opt-in, because it breaks JIT runtimes (JVM, V8, LuaJIT).
+    mdwe: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,56 @@
+"""`exec batch`: many requests from a JSONL file in one long-lived process."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from requiem import canonical
+from requiem.engines import Session
+from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
+from requiem.home import Home
+
+MAX_JOBS = 64
+
+
+def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
+              engine: str | None = None) -> dict[str, Any]:
+    """Run every line of a JSONL file; write results in input order; summarise."""
+    if not 1 <= jobs <= MAX_JOBS:
+        raise RequiemError(INVALID_REQUEST, f"--jobs must be between 1 and {MAX_JOBS}")
+    try:
+        lines = Path(requests_path).read_bytes().splitlines()
+    except OSError as exc:
+        raise RequiemError(INVALID_REQUEST, f"cannot read {requests_path}: {exc.strerror}") from None
+    session = Session(home)
+
+    def one(line: bytes) -> dict[str, Any]:
+        try:
+            document = canonical.loads(line)
+        except RequiemError as exc:
+            return session.refuse(exc, engine)
+        return session.execute(document, engine)
+
+    work = [line for line in lines if line.strip()]
+    try:
+        if jobs == 1:
+            results = [one(line) for line in work]
+        else:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                results = list(pool.map(one, work))
+    finally:
+        session.close()
+    temp = f"{out_path}.{os.getpid()}.part"
+    try:
+        with open(temp, "w", encoding="utf-8") as handle:
+            for result in results:
+                handle.write(json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n")
+        os.replace(temp, out_path)
+    except OSError as exc:
+        raise RequiemError(QUOTA_EXCEEDED, f"cannot write {out_path}: {exc.strerror}") from None
+    failed = sum(1 for r in results if r.get("ok") is not True)
+    return {"ok": failed == 0, "requests": len(results), "succeeded": len(results) - failed,
+            "failed": failed, "out": os.path.abspath(out_path)}

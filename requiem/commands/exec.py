@@ -1,0 +1,98 @@
+"""`requiem exec run|batch|replay` and `requiem digest verify`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from requiem.commands import home_of
+from requiem.errors import EXIT_FAILED, EXIT_OK, RequiemError
+
+
+def _write_json(path: str, document: Any) -> None:
+    """Write a JSON file atomically (temp beside it, rename)."""
+    temp = f"{path}.{os.getpid()}.part"
+    with open(temp, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    os.replace(temp, path)
+
+
+def _exit_code(document: dict[str, Any]) -> int:
+    return EXIT_OK if document.get("ok") is True else EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> tuple[Any, int]:
+    from requiem import canonical
+    from requiem.engines import Session
+
+    session = Session(home_of(args))
+    try:
+        try:
+            document = canonical.load_file(args.request)
+        except FileNotFoundError:
+            result = session.refuse(RequiemError("invalid_request",
+                                                 f"no request file: {args.request}"), args.engine)
+        except RequiemError as exc:
+            result = session.refuse(exc, args.engine)
+        else:
+            result = session.execute(document, args.engine)
+    finally:
+        session.close()
+    _write_json(args.out, result)
+    return result, _exit_code(result)
+
+
+def cmd_batch(args: argparse.Namespace) -> tuple[Any, int]:
+    from requiem.batch import run_batch
+
+    summary = run_batch(home_of(args), args.requests, args.out, jobs=args.jobs, engine=args.engine)
+    return summary, EXIT_OK if summary["failed"] == 0 else EXIT_FAILED
+
+
+def cmd_replay(args: argparse.Namespace) -> tuple[Any, int]:
+    from requiem.replay import replay
+
+    report = replay(home_of(args), args.request, args.result)
+    return report, _exit_code(report)
+
+
+def cmd_digest_verify(args: argparse.Namespace) -> tuple[Any, int]:
+    from requiem.replay import verify_digests
+
+    report = verify_digests(args.result, args.request)
+    return report, _exit_code(report)
+
+
+def register(commands: Any) -> None:
+    exec_ = commands.add_parser("exec", help="run requests")
+    sub = exec_.add_subparsers(dest="exec_command", required=True)
+    engines = ["requiem", "rust", "dual"]
+
+    run = sub.add_parser("run", help="run one request")
+    run.add_argument("--request", required=True)
+    run.add_argument("--out", required=True)
+    run.add_argument("--engine", choices=engines)
+    run.set_defaults(handler=cmd_run)
+
+    batch = sub.add_parser("batch", help="run a JSONL file of requests in one process")
+    batch.add_argument("--requests", required=True)
+    batch.add_argument("--out", required=True)
+    batch.add_argument("--jobs", type=int, default=1)
+    batch.add_argument("--engine", choices=engines)
+    batch.set_defaults(handler=cmd_batch)
+
+    replay = sub.add_parser("replay", help="re-run a request and check its recorded result")
+    replay.add_argument("--request", required=True)
+    replay.add_argument("--result", required=True)
+    replay.add_argument("--cas", help="CAS root (default <home>/cas)")
+    replay.set_defaults(handler=cmd_replay)
+
+    digest = commands.add_parser("digest", help="digest checks")
+    digest_sub = digest.add_subparsers(dest="digest_command", required=True)
+    verify = digest_sub.add_parser("verify", help="recompute a result's digests from the file")
+    verify.add_argument("--result", required=True)
+    verify.add_argument("--request", help="also recompute request_digest from this request")
+    verify.set_defaults(handler=cmd_digest_verify)

@@ -1,0 +1,31 @@
+"""Workspace confinement: host paths resolved through symlinks and `..` must stay inside."""
+
+from __future__ import annotations
+
+import os
+
+from requiem.errors import INVALID_REQUEST, PATH_ESCAPE, RequiemError
+
+
+def workspace_root(path: str, base: str | None = None) -> str:
+    """The real, absolute workspace directory; invalid_request if it is not a directory."""
+    joined = path if os.path.isabs(path) else os.path.join(base or os.getcwd(), path)
+    real = os.path.realpath(joined)
+    if not os.path.isdir(real):
+        raise RequiemError(INVALID_REQUEST, f"/workspace_root: not a directory: {path}",
+                           pointer="/workspace_root")
+    return real
+
+
+def inside(root: str, path: str, pointer: str) -> str:
+    """Resolve `path` (relative to root, or absolute) and return it if it stays inside root.
+
+    The check is on the fully resolved path with a separator after the root, so `/ws_evil`
+    is not inside `/ws`, and a symlink or `..` that leads out is a path_escape.
+    """
+    joined = path if os.path.isabs(path) else os.path.join(root, path)
+    real = os.path.realpath(joined)
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        raise RequiemError(PATH_ESCAPE, f"{pointer}: {path!r} resolves outside the workspace",
+                           pointer=pointer)
+    return real

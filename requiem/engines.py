@@ -1,0 +1,284 @@
+"""Engines behind one seam: requiem (native), rust (any protocol-speaking executable), dual."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import tempfile
+from typing import Any, Protocol
+
+from requiem import canonical, contract, dual
+from requiem.cas import Cas
+from requiem.contract import Request
+from requiem.errors import ENGINE_UNAVAILABLE, ERROR_CODES, INVALID_REQUEST, RequiemError
+from requiem.home import Home
+from requiem.runner import Perturbation, Runner
+from requiem.spool import write_record
+
+ENGINE_NAMES = ("requiem", "rust", "dual")
+
+
+class Engine(Protocol):
+    """Something that turns a validated request into a result document."""
+
+    name: str
+
+    def run(self, request: Request) -> dict[str, Any]:
+        """Run the request; raise RequiemError when it is refused."""
+
+
+class RequiemEngine:
+    """The native engine: the runner in this process."""
+
+    name = "requiem"
+
+    def __init__(self, cas: Cas, perturbation: Perturbation | None = None) -> None:
+        self._runner = Runner(cas)
+        self._perturbation = perturbation
+
+    def run(self, request: Request) -> dict[str, Any]:
+        return self._runner.run(request, self._perturbation)
+
+    def close(self) -> None:
+        self._runner.close()
+
+
+class ExternalEngine:
+    """The legacy engine: an executable speaking `exec run --request R --out O`."""
+
+    name = "rust"
+
+    def __init__(self, executable: str) -> None:
+        if not (os.path.isfile(executable) and os.access(executable, os.X_OK)):
+            raise RequiemError(ENGINE_UNAVAILABLE, f"legacy engine is not executable: {executable}")
+        self.executable = executable
+
+    def run(self, request: Request) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="requiem-legacy-") as tmp:
+            req_path = os.path.join(tmp, "request.json")
+            out_path = os.path.join(tmp, "result.json")
+            with open(req_path, "wb") as handle:
+                handle.write(canonical.dumps(request.document))
+            try:
+                subprocess.run(
+                    [self.executable, "exec", "run", "--request", req_path, "--out", out_path],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                    timeout=request.timeout_ms / 1000 + 30,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise RequiemError(ENGINE_UNAVAILABLE, f"legacy engine failed: {exc}") from None
+            try:
+                result = canonical.load_file(out_path, max_bytes=256 << 20)
+            except (OSError, RequiemError) as exc:
+                raise RequiemError(ENGINE_UNAVAILABLE,
+                                   f"legacy engine wrote no valid result: {exc}") from None
+        if not isinstance(result, dict):
+            raise RequiemError(ENGINE_UNAVAILABLE, "legacy engine result is not a JSON object")
+        if result.get("ok") is False and isinstance(result.get("error"), dict):
+            error = result["error"]
+            raise RequiemError(error.get("code", ENGINE_UNAVAILABLE)
+                               if error.get("code") in ERROR_CODES else ENGINE_UNAVAILABLE,
+                               f"legacy engine: {error.get('message')}")
+        return result
+
+    def close(self) -> None:
+        pass
+
+
+def legacy_engine_path(home: Home) -> str | None:
+    """$REQUIEM_RUST_ENGINE, else config.json's legacy engine path, else None."""
+    path = os.environ.get("REQUIEM_RUST_ENGINE")
+    if path:
+        return path
+    try:
+        from requiem.config import load_config
+
+        config = load_config(home)
+    except (ImportError, RequiemError):
+        return None
+    for key in ("legacy_engine_path", "rust_engine_path"):
+        if config.get(key):
+            return str(config[key])
+    return None
+
+
+class Session:
+    """One process's engines over one home: runs requests, records history, reuses backends."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.cas = Cas(home.cas_root)
+        self._native = RequiemEngine(self.cas)
+        self._perturbed: RequiemEngine | None = None
+
+    def close(self) -> None:
+        self._native.close()
+        if self._perturbed:
+            self._perturbed.close()
+
+    def _legacy(self) -> ExternalEngine:
+        path = legacy_engine_path(self.home)
+        if not path:
+            raise RequiemError(ENGINE_UNAVAILABLE,
+                               "no legacy engine configured (REQUIEM_RUST_ENGINE or config.json)")
+        return ExternalEngine(path)
+
+    def choose(self, requested: str | None) -> str:
+        """The engine for this run: as asked, else dual by REQUIEM_ENGINE_DUAL_RATE sampling."""
+        if requested is not None:
+            if requested not in ENGINE_NAMES:
+                raise RequiemError(INVALID_REQUEST, f"unknown engine {requested!r}")
+            return requested
+        rate_text = os.environ.get("REQUIEM_ENGINE_DUAL_RATE", "0")
+        try:
+            rate = float(rate_text)
+        except ValueError:
+            raise RequiemError(INVALID_REQUEST,
+                               f"REQUIEM_ENGINE_DUAL_RATE is not a number: {rate_text!r}") from None
+        return "dual" if rate > 0 and random.random() < rate else "requiem"
+
+    def refuse(self, exc: RequiemError, engine: str | None = None) -> dict[str, Any]:
+        """Record a request refused before it could be parsed; return its error document."""
+        self._record_refusal(None, None, exc, engine or "requiem")
+        return exc.to_json()
+
+    def execute(self, document: Any, engine: str | None = None) -> dict[str, Any]:
+        """Validate and run one request document; return the result or the error document."""
+        try:
+            request = contract.parse_request(document)
+        except RequiemError as exc:
+            self._record_refusal(document, None, exc, engine or "requiem")
+            return exc.to_json()
+        try:
+            chosen = self.choose(engine)
+        except RequiemError as exc:
+            return exc.to_json()
+        if chosen == "dual":
+            return self._dual(request)
+        runner = self._native if chosen == "requiem" else None
+        try:
+            result = runner.run(request) if runner else self._legacy().run(request)
+        except RequiemError as exc:
+            self._record_refusal(document, request, exc, chosen)
+            return exc.to_json()
+        self._record_execution(request, result, chosen, dual_run=False)
+        return result
+
+    def _dual(self, request: Request) -> dict[str, Any]:
+        try:
+            primary = self._native.run(request)
+        except RequiemError as exc:
+            self._record_refusal(request.document, request, exc, "dual")
+            return exc.to_json()
+        try:
+            legacy = self._legacy()
+            secondary_engine = legacy.name
+        except RequiemError:
+            legacy = None
+            secondary_engine = "requiem-perturbed"
+        try:
+            if legacy is not None:
+                secondary = legacy.run(request)
+            else:
+                if self._perturbed is None:
+                    self._perturbed = RequiemEngine(
+                        self.cas, Perturbation.default(keep_out=(str(self.home.root),)))
+                secondary = self._perturbed.run(request)
+        except RequiemError as exc:
+            secondary = exc.to_json()
+        report = dual.compare(primary, secondary, read=self._read_quietly)
+        report.update({"primary_engine": "requiem", "secondary_engine": secondary_engine})
+        self._record_execution(request, primary, "requiem", dual_run=True)
+        if "result_digest" in secondary:
+            self._record_execution(request, secondary, secondary_engine, dual_run=True)
+        write_record(self.home.spool_dir, "dual_run", {
+            "request_id": request.request_id,
+            "request_digest": request.request_digest,
+            **report,
+            "primary_result_object": primary.get("result_object"),
+            "secondary_result_object": secondary.get("result_object"),
+        })
+        primary["dual_run"] = report
+        return primary
+
+    def _read_quietly(self, digest: str) -> bytes | None:
+        try:
+            return self.cas.read_bytes(digest, limit=1 << 20)
+        except RequiemError:
+            return None
+
+    def _store_json(self, document: dict[str, Any]) -> str:
+        return self.cas.put_bytes(canonical.dumps(document)).digest
+
+    def _record_execution(self, request: Request, result: dict[str, Any], engine: str,
+                          dual_run: bool) -> None:
+        result["request_object"] = self._store_json(contract.redacted_document(request.document))
+        result["result_object"] = self._store_json(
+            {k: v for k, v in result.items() if k not in ("result_object", "dual_run")})
+        write_record(self.home.spool_dir, "execution", {
+            "engine": engine,
+            "request_id": result.get("request_id", request.request_id),
+            "request_digest": request.request_digest,
+            "result_digest": result.get("result_digest"),
+            "ok": bool(result.get("ok")),
+            "exit_code": result.get("exit_code"),
+            "error_code": result.get("error_code"),
+            "termination_reason": result.get("termination_reason"),
+            "command": request.command,
+            "stdout_digest": result.get("stdout_digest"),
+            "stderr_digest": result.get("stderr_digest"),
+            "trace_digest": result.get("trace_digest"),
+            "output_digests": result.get("output_digests") or {},
+            "input_digests": dict(request.inputs),
+            "request_object": result["request_object"],
+            "result_object": result["result_object"],
+            "start_timestamp": result.get("start_timestamp"),
+            "end_timestamp": result.get("end_timestamp"),
+            "duration_ms": result.get("duration_ms"),
+            "sandbox_applied": _caps_only(result.get("sandbox_applied")),
+            "determinism_confidence": result.get("determinism_confidence"),
+            "resource_usage": result.get("resource_usage") or {},
+            "dual_run": dual_run,
+            "queue_full": False,
+        })
+
+    def _record_refusal(self, document: Any, request: Request | None, exc: RequiemError,
+                        engine: str) -> None:
+        from requiem.spool import now_iso
+
+        command = document.get("command") if isinstance(document, dict) else None
+        now = now_iso()
+        write_record(self.home.spool_dir, "execution", {
+            "engine": engine,
+            "request_id": request.request_id if request else None,
+            "request_digest": request.request_digest if request else None,
+            "result_digest": None,
+            "ok": False,
+            "exit_code": None,
+            "error_code": exc.code,
+            "termination_reason": "refused",
+            "command": command if isinstance(command, str) else None,
+            "stdout_digest": None,
+            "stderr_digest": None,
+            "trace_digest": None,
+            "output_digests": {},
+            "input_digests": dict(request.inputs) if request else {},
+            "request_object": (self._store_json(contract.redacted_document(request.document))
+                               if request else None),
+            "result_object": None,
+            "start_timestamp": now,
+            "end_timestamp": now,
+            "duration_ms": 0.0,
+            "sandbox_applied": None,
+            "determinism_confidence": None,
+            "resource_usage": {},
+            "dual_run": engine == "dual",
+            "queue_full": False,
+        })
+
+
+def _caps_only(applied: Any) -> dict[str, Any] | None:
+    if not isinstance(applied, dict):
+        return None
+    return {k: applied.get(k, []) for k in ("enforced", "partial", "unsupported")}

@@ -1,0 +1,377 @@
+"""The runner: one request, start to finish — confine, materialise, spawn, capture, digest."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requiem
+from requiem import confinement, contract, sandbox
+from requiem.cas import Cas, CasWriter
+from requiem.contract import Request
+from requiem.errors import (
+    MISSING_INPUT,
+    QUOTA_EXCEEDED,
+    SANDBOX_UNAVAILABLE,
+    SPAWN_FAILED,
+    TIMEOUT,
+    RequiemError,
+)
+from requiem.spool import now_iso
+
+FIXED_PATH = "/usr/local/bin:/usr/bin:/bin"
+DETERMINISTIC_UMASK = 0o022
+# How often a running command's captured output is measured against its limit.
+_POLL_SECONDS = 0.05
+# A dual run copies the workspace to a new path; larger workspaces keep their path.
+MAX_WORKSPACE_COPY_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """How a dual run's secondary differs from the primary (reprotest-style variations)."""
+
+    host_env: dict[str, str]
+    umask: int = 0o077
+    hostname: str = "requiem-perturbed"
+    reverse_env_order: bool = True
+    move_workspace: bool = True
+    # Never copied when the workspace moves (the Requiem home often sits inside it).
+    keep_out: tuple[str, ...] = ()
+
+    @classmethod
+    def default(cls, keep_out: tuple[str, ...] = ()) -> "Perturbation":
+        host = dict(os.environ)
+        host.update({"TZ": "Pacific/Kiritimati", "LANG": "fr_FR.UTF-8", "LC_ALL": "fr_FR.UTF-8"})
+        return cls(host_env=host, keep_out=keep_out)
+
+
+class Trace:
+    """The run's trace events: {seq, t_ns, type, data}, data free of pids and clock readings."""
+
+    def __init__(self, start_ns: int) -> None:
+        self._start = start_ns
+        self.events: list[dict[str, Any]] = []
+
+    def add(self, type_: str, **data: Any) -> None:
+        self.events.append({"seq": len(self.events), "t_ns": time.monotonic_ns() - self._start,
+                            "type": type_, "data": data})
+
+
+def build_env(request: Request, workspace: str, host_env: dict[str, str]) -> dict[str, str]:
+    """The child's environment: from the policy, then the request; secrets always stripped."""
+    policy = request.policy
+    if policy.deterministic:
+        env = {"TZ": "UTC", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0",
+               "HOME": workspace, "PATH": FIXED_PATH}
+        if policy.time_mode == "fixed":
+            env["SOURCE_DATE_EPOCH"] = contract.FIXED_SOURCE_DATE_EPOCH
+    else:
+        env = dict(host_env)
+    env.update(request.env)
+    for name in policy.env_allowlist:
+        if name in host_env:
+            env[name] = host_env[name]
+    for name in policy.env_denylist:
+        env.pop(name, None)
+    env.update(policy.required_env)
+    return {k: v for k, v in sorted(env.items()) if not contract.is_secret_name(k)}
+
+
+def resolve_command(command: str, cwd: str) -> str:
+    """The executable's host path: looked up on the fixed PATH when it has no slash."""
+    if "/" in command:
+        candidates = [command if os.path.isabs(command) else os.path.join(cwd, command)]
+    else:
+        candidates = [os.path.join(d, command) for d in FIXED_PATH.split(":")]
+    for path in candidates:
+        if os.path.isdir(path):
+            raise RequiemError(SPAWN_FAILED, f"command is a directory: {path}")
+        if os.path.exists(path):
+            if not os.access(path, os.X_OK):
+                raise RequiemError(SPAWN_FAILED, f"command is not executable: {path}")
+            return path
+    raise RequiemError(SPAWN_FAILED, f"command not found: {command!r} (PATH={FIXED_PATH})")
+
+
+def determinism_confidence(request: Request, report: sandbox.SandboxReport) -> dict[str, Any]:
+    """high / medium / best_effort, with the reasons that lowered it."""
+    reasons: list[str] = []
+    score = 1.0
+    if not request.policy.deterministic:
+        reasons.append("policy.deterministic=false: the host environment reaches the command")
+        score -= 0.5
+    if request.policy.time_mode == "system":
+        reasons.append("time_mode=system: SOURCE_DATE_EPOCH not pinned")
+        score -= 0.1
+    if request.policy.network:
+        reasons.append("policy.network=true: network reachable")
+        score -= 0.2
+    wanted = ["workspace_confinement", "process_isolation"]
+    if not request.policy.network:
+        wanted.append("network_isolation")
+    for cap in wanted + [c for c in request.policy.sandbox.require if c not in wanted]:
+        state = report.state(cap)
+        if state != "enforced":
+            reasons.append(f"sandbox_capability_{state}: {cap}")
+            score -= 0.1 if state == "partial" else 0.2
+    score = round(max(score, 0.0), 2)
+    level = "high" if score >= 0.9 else "medium" if score >= 0.5 else "best_effort"
+    return {"level": level, "score": score, "reasons": reasons}
+
+
+def _inline(data: bytes) -> tuple[str, str]:
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        import base64
+
+        return base64.b64encode(data).decode("ascii"), "base64"
+
+
+def _copy_workspace(workspace: str, keep_out: tuple[str, ...]) -> str | None:
+    """A copy of a small workspace at a new path (for a dual run), or None if too large."""
+    excluded = {os.path.realpath(p) for p in keep_out}
+    total = 0
+    for root, dirs, files in os.walk(workspace):
+        dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(root, d)) not in excluded]
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+            if total > MAX_WORKSPACE_COPY_BYTES:
+                return None
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        return {n for n in names if os.path.realpath(os.path.join(directory, n)) in excluded}
+
+    target = tempfile.mkdtemp(prefix="requiem-dual-ws-")
+    shutil.copytree(workspace, target, symlinks=True, dirs_exist_ok=True, ignore=ignore)
+    return os.path.realpath(target)
+
+
+class Runner:
+    """Runs requests against one home's CAS, reusing sandbox backends across runs."""
+
+    def __init__(self, cas: Cas) -> None:
+        self.cas = cas
+        self._backends: dict[str, sandbox.Backend] = {}
+
+    def backend(self, name: str) -> sandbox.Backend:
+        if name not in self._backends:
+            self._backends[name] = sandbox.select_backend(name)
+        return self._backends[name]
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            backend.close()
+
+    def run(self, request: Request, perturbation: Perturbation | None = None) -> dict[str, Any]:
+        """Run one validated request and return its result document (refusals raise)."""
+        workspace = confinement.workspace_root(request.workspace_root)
+        moved_to = None
+        if perturbation and perturbation.move_workspace:
+            moved_to = _copy_workspace(workspace, perturbation.keep_out)
+        start_ns = time.monotonic_ns()
+        start_ts = now_iso()
+        trace = Trace(start_ns)
+        trace.add("request", request_digest=request.request_digest)
+        try:
+            return self._run_in(request, moved_to or workspace, perturbation, trace,
+                                start_ns, start_ts)
+        finally:
+            if moved_to:
+                shutil.rmtree(moved_to, ignore_errors=True)
+
+    def _run_in(self, request: Request, workspace: str, perturbation: Perturbation | None,
+                trace: Trace, start_ns: int, start_ts: str) -> dict[str, Any]:
+        cwd = confinement.inside(workspace, request.cwd or ".", "/cwd")
+        if not os.path.isdir(cwd):
+            raise RequiemError(SPAWN_FAILED, f"/cwd: not a directory: {request.cwd}")
+        output_paths = {p: confinement.inside(workspace, p, f"/outputs/{p}") for p in request.outputs}
+        self._materialise_inputs(request, workspace)
+        if request.inputs:
+            trace.add("inputs", input_digests=dict(sorted(request.inputs.items())))
+        host_env = perturbation.host_env if perturbation else dict(os.environ)
+        env = build_env(request, workspace, host_env)
+        if perturbation and perturbation.reverse_env_order:
+            env = dict(reversed(list(env.items())))
+        executable = resolve_command(request.command, cwd)
+        deterministic = request.policy.deterministic
+        backend = self.backend(request.policy.sandbox.backend)
+        stdout = self.cas.writer()
+        stderr = self.cas.writer()
+        try:
+            spec = sandbox.LaunchSpec(
+                executable=executable,
+                argv=[request.command, *request.argv],
+                env=env,
+                cwd=cwd,
+                workspace=workspace,
+                stdout_fd=stdout.fileno(),
+                stderr_fd=stderr.fileno(),
+                umask=DETERMINISTIC_UMASK if deterministic or not perturbation else perturbation.umask,
+                hostname="requiem" if deterministic or not perturbation else perturbation.hostname,
+                allow_network=request.policy.network,
+                rlimits=sandbox.Rlimits(**request.policy.sandbox.rlimits),
+            )
+            report = backend.report(spec)
+            missing = [c for c in request.policy.sandbox.require if report.state(c) != "enforced"]
+            if missing:
+                raise RequiemError(
+                    SANDBOX_UNAVAILABLE,
+                    "required sandbox capabilities are not enforced here: " + ", ".join(missing),
+                    missing=missing, sandbox_applied=report.to_json(),
+                )
+            trace.add("spawn", command=request.command, argc=len(request.argv) + 1)
+            outcome = self._spawn_and_wait(backend, spec, request, stdout, stderr)
+            return self._finish(request, workspace, output_paths, trace, start_ns, start_ts,
+                                report, outcome, stdout, stderr, env)
+        finally:
+            stdout.abort()
+            stderr.abort()
+
+    def _materialise_inputs(self, request: Request, workspace: str) -> None:
+        for path, digest in sorted(request.inputs.items()):
+            pointer = f"/inputs/{path}"
+            target = confinement.inside(workspace, path, pointer)
+            if not self.cas.contains(digest):
+                raise RequiemError(MISSING_INPUT, f"{pointer}: {digest} is not in the CAS",
+                                   pointer=pointer, digest=digest)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            # Directories made above may not change where the target resolves; check again.
+            target = confinement.inside(workspace, path, pointer)
+            self.cas.get_to_file(digest, target)
+
+    def _spawn_and_wait(self, backend: sandbox.Backend, spec: sandbox.LaunchSpec,
+                        request: Request, stdout: CasWriter, stderr: CasWriter) -> dict[str, Any]:
+        try:
+            child = backend.spawn(spec)
+        except OSError as exc:
+            raise RequiemError(SPAWN_FAILED, f"cannot start {request.command!r}: {exc.strerror}",
+                               errno=exc.errno) from None
+        deadline = time.monotonic() + request.timeout_ms / 1000
+        reason = "exited"
+        exit_info = None
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    reason = "timeout"
+                    break
+                exit_info = child.wait(min(remaining, _POLL_SECONDS))
+                if exit_info is not None:
+                    break
+                if max(stdout.written_size(), stderr.written_size()) > request.output_limit_bytes:
+                    reason = "output_limit"
+                    break
+        finally:
+            # Always: a timeout or limit kills the tree; a clean exit still reaps escapees.
+            child.kill_tree()
+        if exit_info is None:
+            exit_info = child.wait(None)
+        return {"reason": reason, "exit": exit_info}
+
+    def _finish(self, request: Request, workspace: str, output_paths: dict[str, str],
+                trace: Trace, start_ns: int, start_ts: str, report: sandbox.SandboxReport,
+                outcome: dict[str, Any], stdout: CasWriter, stderr: CasWriter,
+                env: dict[str, str]) -> dict[str, Any]:
+        exit_info = outcome["exit"]
+        reason = outcome["reason"]
+        if reason == "exited" and exit_info.signal is not None:
+            reason = "signaled"
+        exit_code = None
+        if reason in ("exited", "signaled"):
+            exit_code = exit_info.exit_code if exit_info.signal is None else 128 + exit_info.signal
+        error_code = {"timeout": TIMEOUT, "output_limit": QUOTA_EXCEEDED}.get(reason)
+        trace.add("exit", exit_code=exit_code, termination_reason=reason)
+
+        streams = {}
+        for name, writer in (("stdout", stdout), ("stderr", stderr)):
+            size = writer.written_size()
+            inline = writer.read_prefix(request.max_output_bytes)
+            writer.adopt_written(limit=request.output_limit_bytes)
+            info = writer.commit()
+            text, encoding = _inline(inline)
+            streams[name] = {
+                "digest": info.digest,
+                "text": text,
+                "encoding": encoding,
+                "truncated": size > request.max_output_bytes,
+                "bytes": size,
+            }
+
+        output_digests: dict[str, str | None] = {}
+        for path, real in sorted(output_paths.items()):
+            output_digests[path] = self._collect_output(workspace, path, real, trace)
+        if output_digests:
+            trace.add("outputs", output_digests=output_digests)
+
+        ok = reason == "exited" and exit_code == 0
+        result: dict[str, Any] = {
+            "ok": ok,
+            "exit_code": exit_code,
+            "error_code": error_code,
+            "termination_reason": reason,
+            "stdout": streams["stdout"]["text"],
+            "stderr": streams["stderr"]["text"],
+            "stdout_encoding": streams["stdout"]["encoding"],
+            "stderr_encoding": streams["stderr"]["encoding"],
+            "stdout_truncated": streams["stdout"]["truncated"],
+            "stderr_truncated": streams["stderr"]["truncated"],
+            "stdout_bytes": streams["stdout"]["bytes"],
+            "stderr_bytes": streams["stderr"]["bytes"],
+            "stdout_digest": streams["stdout"]["digest"],
+            "stderr_digest": streams["stderr"]["digest"],
+            "output_digests": output_digests,
+            "trace_events": trace.events,
+            "trace_digest": contract.trace_digest_of(trace.events),
+            "request_digest": request.request_digest,
+        }
+        result["result_digest"] = contract.result_digest_of(result)
+        result.update({
+            "request_id": request.request_id,
+            "policy_applied": {
+                "deterministic": request.policy.deterministic,
+                "mode": request.policy.mode,
+                "time_mode": request.policy.time_mode,
+                "network": request.policy.network,
+                "sandbox_backend": report.backend,
+                "env_keys": sorted(env),
+            },
+            "sandbox_applied": report.to_json(),
+            "determinism_confidence": determinism_confidence(request, report),
+            "resource_usage": exit_info.rusage,
+            "start_timestamp": start_ts,
+            "end_timestamp": now_iso(),
+            "duration_ms": round((time.monotonic_ns() - start_ns) / 1e6, 3),
+            "engine": "requiem",
+            "engine_version": requiem.ENGINE_VERSION,
+            "contract_version": requiem.CONTRACT_VERSION,
+        })
+        if request.warnings:
+            result["warnings"] = list(request.warnings)
+        return result
+
+    def _collect_output(self, workspace: str, path: str, real: str, trace: Trace) -> str | None:
+        try:
+            # The command may have replaced the output with a symlink out of the workspace.
+            real = confinement.inside(workspace, path, f"/outputs/{path}")
+        except RequiemError:
+            trace.add("output_rejected", path=path, reason="path_escape")
+            return None
+        try:
+            mode = os.lstat(real).st_mode
+        except FileNotFoundError:
+            trace.add("output_missing", path=path)
+            return None
+        if not stat.S_ISREG(mode):
+            trace.add("output_rejected", path=path, reason="not a regular file")
+            return None
+        return self.cas.put_file(real).digest

@@ -1,0 +1,65 @@
+"""The spool: durable history records, one atomic file each, waiting to be folded into DuckDB."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from requiem import canonical, hashing
+
+RECORD_SCHEMA = 1
+RECORD_KINDS = ("execution", "dual_run", "cas_verify", "cas_gc", "cas_put", "bench")
+
+
+def now_iso() -> str:
+    """UTC wall-clock time, ISO 8601 with microseconds and a Z."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def write_record(spool_dir: Path, kind: str, payload: dict[str, Any]) -> str:
+    """Make one record durable in the spool (temp, fsync, rename) and return its record id.
+
+    The record id is BLAKE3 of the record's canonical bytes, so folding the same file twice
+    inserts it once. Producers never open DuckDB: this costs one file create.
+    """
+    if kind not in RECORD_KINDS:
+        raise ValueError(f"unknown record kind {kind!r}")
+    record = {"kind": kind, "schema": RECORD_SCHEMA, "recorded_at": now_iso(), **payload}
+    body = canonical.dumps(record)
+    record_id = hashing.hash_bytes(body)
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    final = spool_dir / f"{record['recorded_at'][:10]}_{kind}_{record_id}.json"
+    temp = spool_dir / f".{os.getpid()}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(body)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    os.close(fd)
+    os.rename(temp, final)
+    return record_id
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """Parse one spool file strictly; raises RequiemError (json_*) or ValueError if malformed."""
+    record = canonical.load_file(path, max_bytes=16 << 20)
+    if not isinstance(record, dict) or record.get("kind") not in RECORD_KINDS:
+        raise ValueError(f"{path.name}: not a history record")
+    return record
+
+
+def pending(spool_dir: Path) -> list[Path]:
+    """Spool files waiting to be folded, oldest name first (temp files excluded)."""
+    try:
+        names = sorted(n for n in os.listdir(spool_dir) if n.endswith(".json"))
+    except FileNotFoundError:
+        return []
+    return [spool_dir / n for n in names]
