@@ -11,14 +11,11 @@ from __future__ import annotations
 import errno
 import json
 import os
-import random
-import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, NamedTuple
 
 from requiem import hashing
 from requiem.errors import (
@@ -43,8 +40,7 @@ _libc = None
 _STALE_TEMP_SECONDS = 24 * 3600
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
+class ObjectInfo(NamedTuple):
     """The metadata of one stored object."""
 
     digest: str
@@ -55,7 +51,7 @@ class ObjectInfo:
     created_at: str
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
 
 def check_digest(digest: object) -> str:
@@ -359,7 +355,7 @@ class Cas:
             except OSError as exc:
                 raise _space_error(exc, "creating the CAS temp directory") from None
             self._made_dirs.add(self.tmp_dir)
-        return self.tmp_dir / f"{os.getpid()}.{secrets.token_hex(8)}.tmp"
+        return self.tmp_dir / f"{os.getpid()}.{os.urandom(8).hex()}.tmp"
 
     def sweep_temp(self) -> int:
         """Delete temp files left by writers that died; return how many were removed."""
@@ -537,7 +533,7 @@ class Cas:
         target = Path(out)
         if target.is_dir():
             raise RequiemError(INVALID_REQUEST, f"--out is a directory: {target}")
-        temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
+        temp = target.with_name(f".{target.name}.{os.urandom(6).hex()}.part")
         info = self.info(digest)
         try:
             with open(temp, "xb") as sink:
@@ -610,6 +606,8 @@ class Cas:
         digests = sorted(self.list_digests())
         total = len(digests)
         if sample is not None and sample < total:
+            import random
+
             digests = random.Random(seed).sample(digests, sample)
         corrupt = []
         checked_bytes = 0
@@ -637,7 +635,7 @@ class Cas:
         malformed = []
         infos: list[ObjectInfo] = []
         for item in self.list_objects():
-            if isinstance(item, tuple):
+            if not isinstance(item, ObjectInfo):
                 malformed.append({"digest": item[0], "reason": item[1]})
                 continue
             objects += 1

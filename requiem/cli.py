@@ -29,20 +29,34 @@ def emit(document: Any) -> None:
     sys.stdout.flush()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser; cheap to build (no heavy imports)."""
-    from requiem.commands import register_all
+def _command_word(argv: list[str]) -> str | None:
+    """The top-level command in argv (the first word that is not --home or its value)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--home":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser for argv's command (all commands when argv names none)."""
+    from requiem.commands import register
 
     parser = JsonArgumentParser(prog="requiem", description=__doc__)
     parser.add_argument("--home", help="state directory (default $REQUIEM_HOME or ./.requiem)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=JsonArgumentParser)
-    register_all(commands)
+    register(commands, _command_word(argv) if argv is not None else None)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `requiem` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     if args.command in _ENGINE_COMMANDS and os.environ.get("FORCE_RUST") == "1":
         emit({"ok": False, "force_rust": True,
               "message": "FORCE_RUST=1: the Requiem engine is disabled; use the Rust engine"})

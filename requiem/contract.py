@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from requiem import canonical, hashing
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
@@ -49,31 +48,28 @@ RESULT_DIGEST_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
-class SandboxPolicy:
+class SandboxPolicy(NamedTuple):
     """What the request asks of the sandbox."""
 
     backend: str = "auto"
     require: tuple[str, ...] = ()
-    rlimits: dict[str, int] = field(default_factory=dict)
+    rlimits: dict[str, int] = {}
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """How a request wants to be run."""
 
     deterministic: bool = True
     mode: str = "strict"
     env_allowlist: tuple[str, ...] = ()
     env_denylist: tuple[str, ...] = ()
-    required_env: dict[str, str] = field(default_factory=dict)
+    required_env: dict[str, str] = {}
     time_mode: str = "fixed"
     network: bool = False
-    sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
+    sandbox: SandboxPolicy = SandboxPolicy()
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """A validated request, its digest and the document it came from."""
 
     document: dict[str, Any]

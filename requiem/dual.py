@@ -88,8 +88,10 @@ def compare(primary: dict[str, Any], secondary: dict[str, Any],
         if gap > TIMING_ABS_MS and gap > TIMING_REL * max(a_ms, b_ms):
             categories.append("timing_diff")
             diff["duration_ms"] = [a_ms, b_ms]
+    # Metadata one engine does not report at all is not a difference between them.
     meta = {k: [primary.get(k), secondary.get(k)] for k in METADATA_FIELDS
-            if _comparable(primary.get(k), k) != _comparable(secondary.get(k), k)}
+            if k in primary and k in secondary
+            and _comparable(primary[k], k) != _comparable(secondary[k], k)}
     if meta:
         categories.append("metadata_diff")
         diff["metadata"] = meta

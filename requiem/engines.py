@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
-import subprocess
-import tempfile
 from typing import Any, Protocol
 
 from requiem import canonical, contract, dual
@@ -55,6 +52,9 @@ class ExternalEngine:
         self.executable = executable
 
     def run(self, request: Request) -> dict[str, Any]:
+        import subprocess
+        import tempfile
+
         with tempfile.TemporaryDirectory(prefix="requiem-legacy-") as tmp:
             req_path = os.path.join(tmp, "request.json")
             out_path = os.path.join(tmp, "result.json")
@@ -136,7 +136,11 @@ class Session:
         except ValueError:
             raise RequiemError(INVALID_REQUEST,
                                f"REQUIEM_ENGINE_DUAL_RATE is not a number: {rate_text!r}") from None
-        return "dual" if rate > 0 and random.random() < rate else "requiem"
+        if rate <= 0:
+            return "requiem"
+        import random
+
+        return "dual" if random.random() < rate else "requiem"
 
     def refuse(self, exc: RequiemError, engine: str | None = None) -> dict[str, Any]:
         """Record a request refused before it could be parsed; return its error document."""

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Home:
+class Home(NamedTuple):
     """One Requiem home directory and the paths inside it."""
 
     root: Path

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import tempfile
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import requiem
 from requiem import confinement, contract, sandbox
@@ -32,8 +29,7 @@ _POLL_SECONDS = 0.05
 MAX_WORKSPACE_COPY_BYTES = 64 << 20
 
 
-@dataclass(frozen=True)
-class Perturbation:
+class Perturbation(NamedTuple):
     """How a dual run's secondary differs from the primary (reprotest-style variations)."""
 
     host_env: dict[str, str]
@@ -151,6 +147,9 @@ def _copy_workspace(workspace: str, keep_out: tuple[str, ...]) -> str | None:
     def ignore(directory: str, names: list[str]) -> set[str]:
         return {n for n in names if os.path.realpath(os.path.join(directory, n)) in excluded}
 
+    import shutil
+    import tempfile
+
     target = tempfile.mkdtemp(prefix="requiem-dual-ws-")
     shutil.copytree(workspace, target, symlinks=True, dirs_exist_ok=True, ignore=ignore)
     return os.path.realpath(target)
@@ -187,6 +186,8 @@ class Runner:
                                 start_ns, start_ts)
         finally:
             if moved_to:
+                import shutil
+
                 shutil.rmtree(moved_to, ignore_errors=True)
 
     def _run_in(self, request: Request, workspace: str, perturbation: Perturbation | None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ def write_record(spool_dir: Path, kind: str, payload: dict[str, Any]) -> str:
     record_id = hashing.hash_bytes(body)
     spool_dir.mkdir(parents=True, exist_ok=True)
     final = spool_dir / f"{record['recorded_at'][:10]}_{kind}_{record_id}.json"
-    temp = spool_dir / f".{os.getpid()}.{secrets.token_hex(6)}.tmp"
+    temp = spool_dir / f".{os.getpid()}.{os.urandom(6).hex()}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(body)

@@ -15,6 +15,8 @@ Handler = Callable[[argparse.Namespace], tuple[Any, int]]
 # Registration order is the order of `requiem --help`.
 MODULES = ("health", "cas", "exec", "history", "metrics", "config", "diagnose", "proof", "bench",
            "demo")
+# Top-level commands whose module is not named after them.
+COMMAND_MODULES = {"digest": "exec", "doctor": "diagnose", "validate-replacement": "diagnose"}
 
 
 def home_of(args: argparse.Namespace) -> Any:
@@ -32,11 +34,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def register_all(commands: Any) -> None:
-    """Let every command module that exists add its subcommands."""
+def register(commands: Any, command: str | None = None) -> None:
+    """Add the subcommands of the module serving `command`, or of every module.
+
+    Building every parser costs milliseconds (argparse looks up translations per string), so a
+    known command registers only its own module: `requiem exec run` must start fast.
+    """
     import importlib
 
     here = os.path.dirname(__file__)
-    for name in MODULES:
+    wanted = COMMAND_MODULES.get(command or "", command)
+    names = [wanted] if wanted in MODULES else list(MODULES)
+    for name in names:
         if os.path.exists(os.path.join(here, f"{name}.py")):
             importlib.import_module(f"requiem.commands.{name}").register(commands)

@@ -39,9 +39,11 @@ def cmd_info(args: argparse.Namespace) -> tuple[Any, int]:
 
 
 def cmd_ls(args: argparse.Namespace) -> tuple[Any, int]:
+    from requiem.cas import ObjectInfo
+
     objects = []
     for item in _cas(args).list_objects():
-        if isinstance(item, tuple):
+        if not isinstance(item, ObjectInfo):
             objects.append({"digest": item[0], "malformed": item[1]})
         else:
             objects.append(item.to_json())
