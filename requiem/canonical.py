@@ -104,9 +104,37 @@ def load_file(path: str | Path, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     return loads(raw, max_bytes=max_bytes)
 
 
+def _plain(value: Any) -> bool:
+    """True when the stdlib encoder's sorted, compact output is already RFC 8785.
+
+    The two differ only on floats (ES number formatting) and on keys outside the BMP (UTF-16
+    sort order); strings escape identically. Digested documents rarely hold either.
+    """
+    if isinstance(value, str) or value is None or isinstance(value, (bool, int)):
+        return not isinstance(value, int) or abs(value) <= _MAX_SAFE_INTEGER
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and (k.isascii() or max(k) < "\U00010000") and _plain(v)
+                   for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return False
+
+
 def dumps(value: Any) -> bytes:
     """RFC 8785 canonical bytes of a JSON value."""
+    if _plain(value):
+        try:
+            return json.dumps(value, sort_keys=True, separators=(",", ":"),
+                              ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: let rfc8785 say so
     try:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as exc:
         raise RequiemError(JSON_PARSE_ERROR, f"value cannot be canonicalised: {exc}") from None
+
+
+def stable_dumps(value: Any) -> bytes:
+    """Deterministic compact JSON for storage (sorted keys); not RFC 8785 for floats."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8", "surrogatepass")

@@ -213,7 +213,7 @@ class Session:
             return None
 
     def _store_json(self, document: dict[str, Any]) -> str:
-        return self.cas.put_bytes(canonical.dumps(document)).digest
+        return self.cas.put_bytes(canonical.stable_dumps(document)).digest
 
     def _record_execution(self, request: Request, result: dict[str, Any], engine: str,
                           dual_run: bool) -> None:
@@ -249,10 +249,10 @@ class Session:
 
     def _record_refusal(self, document: Any, request: Request | None, exc: RequiemError,
                         engine: str) -> None:
-        from requiem.spool import now_iso
+        from requiem.clock import utc_now_iso
 
         command = document.get("command") if isinstance(document, dict) else None
-        now = now_iso()
+        now = utc_now_iso()
         write_record(self.home.spool_dir, "execution", {
             "engine": engine,
             "request_id": request.request_id if request else None,

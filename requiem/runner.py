@@ -19,7 +19,7 @@ from requiem.errors import (
     TIMEOUT,
     RequiemError,
 )
-from requiem.spool import now_iso
+from requiem.clock import utc_now_iso
 
 FIXED_PATH = "/usr/local/bin:/usr/bin:/bin"
 DETERMINISTIC_UMASK = 0o022
@@ -178,7 +178,7 @@ class Runner:
         if perturbation and perturbation.move_workspace:
             moved_to = _copy_workspace(workspace, perturbation.keep_out)
         start_ns = time.monotonic_ns()
-        start_ts = now_iso()
+        start_ts = utc_now_iso()
         trace = Trace(start_ns)
         trace.add("request", request_digest=request.request_digest)
         try:
@@ -350,7 +350,7 @@ class Runner:
             "determinism_confidence": determinism_confidence(request, report),
             "resource_usage": exit_info.rusage,
             "start_timestamp": start_ts,
-            "end_timestamp": now_iso(),
+            "end_timestamp": utc_now_iso(),
             "duration_ms": round((time.monotonic_ns() - start_ns) / 1e6, 3),
             "engine": "requiem",
             "engine_version": requiem.ENGINE_VERSION,

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from requiem import canonical, hashing
+from requiem.clock import utc_now_iso
 
 RECORD_SCHEMA = 1
 RECORD_KINDS = ("execution", "dual_run", "cas_verify", "cas_gc", "cas_put", "bench")
-
-
-def now_iso() -> str:
-    """UTC wall-clock time, ISO 8601 with microseconds and a Z."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def write_record(spool_dir: Path, kind: str, payload: dict[str, Any]) -> str:
@@ -26,8 +21,8 @@ def write_record(spool_dir: Path, kind: str, payload: dict[str, Any]) -> str:
     """
     if kind not in RECORD_KINDS:
         raise ValueError(f"unknown record kind {kind!r}")
-    record = {"kind": kind, "schema": RECORD_SCHEMA, "recorded_at": now_iso(), **payload}
-    body = canonical.dumps(record)
+    record = {"kind": kind, "schema": RECORD_SCHEMA, "recorded_at": utc_now_iso(), **payload}
+    body = canonical.stable_dumps(record)
     record_id = hashing.hash_bytes(body)
     spool_dir.mkdir(parents=True, exist_ok=True)
     final = spool_dir / f"{record['recorded_at'][:10]}_{kind}_{record_id}.json"

@@ -82,3 +82,20 @@ def test_canonical_bytes_follow_rfc8785() -> None:
 
 def test_canonical_bytes_ignore_input_key_order() -> None:
     assert canonical.dumps(canonical.loads('{"z":1,"a":2}')) == canonical.dumps({"a": 2, "z": 1})
+
+
+@pytest.mark.parametrize("value", [
+    {"b": 1, "a": [True, None, "x\u0007\n\"\\"], "é": {"z": -5}},
+    {"float": 1.0, "big": 1e21, "small": 5e-7},
+    {"\U0001f600": 1, "\ufb33": 2},
+    [9007199254740991, -9007199254740991, 0, "ü\u2028"],
+])
+def test_fast_path_matches_rfc8785(value: object) -> None:
+    import rfc8785
+
+    assert canonical.dumps(value) == rfc8785.dumps(value)
+
+
+def test_lone_surrogates_cannot_be_canonicalised() -> None:
+    with pytest.raises(RequiemError):
+        canonical.dumps({"a": "\ud800"})

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
 import requiem
-from tests.conftest import run_cli
 from tests.test_exec import PLAIN, run_request, spool_records
 
 LEGACY = Path(__file__).with_name("legacy_engine.py")

@@ -61,7 +61,7 @@ def _dev(target: str) -> None:
     for name, dest in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                        ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(dest, f"{target}/{name}")
-    os.mkdir(f"{target}/shm", 0o1777)
+    os.mkdir(f"{target}/shm", 0o755)
 
 
 def build_root(ops: list[list[str]]) -> None:

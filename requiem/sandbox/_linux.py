@@ -146,7 +146,7 @@ def landlock_restrict(abi: int, read_paths: list[str], write_paths: list[str], d
     ruleset = _syscall("landlock_create_ruleset", buf, len(attr), 0)
     fs = LANDLOCK_FS
     read = fs["EXECUTE"] | fs["READ_FILE"] | fs["READ_DIR"]
-    dev = (fs["READ_FILE"] | fs["WRITE_FILE"] | fs["READ_DIR"] | fs["TRUNCATE"] | fs["IOCTL_DEV"]) & handled
+    dev = (fs["READ_FILE"] | fs["WRITE_FILE"] | fs["TRUNCATE"] | fs["IOCTL_DEV"]) & handled  # file-only rights
     try:
         rules = [(p, read) for p in read_paths] + [(p, dev) for p in dev_paths]
         rules += [(p, handled) for p in write_paths]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -31,9 +32,11 @@ def build_argv(tools: dict[str, str | None], spec: LaunchSpec, limits: dict[str,
     if spec.run_as and spec.run_as != (os.geteuid(), os.getegid()):
         uid, gid = spec.run_as
         argv += [str(tools["setpriv"]), f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
-    argv += [str(tools["bwrap"]), "--unshare-all", "--unshare-user", *(["--share-net"] if spec.allow_network else []),
-             # As uid 0, bwrap keeps every capability unless told to drop them (bubblewrap #561, #287).
-             "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--disable-userns"]
+    # As uid 0, bwrap keeps every capability unless told to drop them (bubblewrap #561, #287).
+    argv += [str(tools["bwrap"]), "--unshare-all", "--unshare-user", "--cap-drop", "ALL",
+             "--die-with-parent", "--new-session", "--disable-userns"]
+    if spec.allow_network:
+        argv.append("--share-net")
     if spec.hostname:
         argv += ["--hostname", spec.hostname]
     for op in _layout.layout(spec.workspace, spec.readonly_paths):
@@ -117,13 +120,13 @@ class BwrapBackend:
 
     name = "bwrap"
 
-    def __init__(self, probe: dict[str, Any]) -> None:
-        self._probe = probe
+    def __init__(self, probe: dict[str, Any], reason: str = "") -> None:
+        self._probe, self.reason = probe, reason
         self._tools = probe["tools"]
         self._program = _seccomp.build(False) if _seccomp.supported() else b""
 
     def report(self, spec: LaunchSpec) -> SandboxReport:
-        return bwrap_plan(self._probe, spec).report
+        return dataclasses.replace(bwrap_plan(self._probe, spec).report, backend_reason=self.reason)
 
     def spawn(self, spec: LaunchSpec) -> BwrapChild:
         plan = bwrap_plan(self._probe, spec)

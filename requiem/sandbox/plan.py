@@ -169,3 +169,13 @@ def zygote_plan(probe: dict[str, Any], spec: LaunchSpec) -> Plan:
 def useful(report: SandboxReport) -> bool:
     """Whether a backend enforces anything at all here (else `auto` says none, rather than pretend)."""
     return bool(report.enforced or report.partial)
+
+
+def choose(probe: dict[str, Any]) -> tuple[str, str]:
+    """The best backend here and why: bwrap if its canary passed, else the zygote if it enforces anything."""
+    if _ok(probe, "bwrap"):
+        return "bwrap", f"bwrap canary passed ({_ev(probe, 'bwrap')})"
+    default = LaunchSpec("/bin/true", ["true"], {}, "/", "/", -1, -1)
+    if useful(zygote_plan(probe, default).report):
+        return "zygote", f"bwrap unusable ({_ev(probe, 'bwrap')}); the zygote applies what the probe proved"
+    return "none", f"bwrap unusable ({_ev(probe, 'bwrap')}) and no primitive works here"

@@ -1,0 +1,126 @@
+"""What this machine can really do: every primitive tried in a throwaway child, with the errno as evidence.
+
+The attempts run in a `python -I -S` helper (never a fork of the engine) while the bwrap canary runs beside
+it; together about 25 ms here. The result is cached for the process, and, when the caller names a cache
+directory, in a file keyed by everything the answer depends on that can be read cheaply: kernel, boot,
+our uid, the seccomp/NNP/capability state we were started in, the user namespace we live in, the userns
+sysctls, the LSM list, and the identity of bwrap, prlimit, setpriv and the probe code itself. A stale
+entry can only over-claim until the per-run checks catch it: the zygote refuses to exec when a planned
+step fails, and a broken bwrap fails the run instead of running it weaker. Entries also expire.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from requiem.sandbox import bwrap
+from requiem.sandbox.base import LaunchSpec, SandboxReport
+from requiem.sandbox.plan import bwrap_plan, choose, zygote_plan
+
+_HERE = Path(__file__).parent
+_HELPER = _HERE / "_probes.py"
+_CACHE_FILE = "sandbox-probe.json"
+_CACHE_TTL_S = 600
+_KEY_FILES = ("/proc/sys/kernel/random/boot_id", "/proc/sys/user/max_user_namespaces",
+              "/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "/proc/sys/kernel/unprivileged_userns_clone",
+              "/sys/kernel/security/lsm")
+_lock = threading.Lock()
+_cached: dict[str, Any] | None = None
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return "-"
+
+
+def _stat(path: str | None) -> str:
+    try:
+        st = os.stat(path or "")
+    except OSError:
+        return "-"
+    return f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _cache_key(tools: dict[str, str | None]) -> list[str]:
+    status = [line for line in _read("/proc/self/status").splitlines()
+              if line.startswith(("Seccomp", "NoNewPrivs", "CapBnd", "CapEff"))]
+    code = [_stat(str(p)) for p in sorted(_HERE.glob("_*.py"))]
+    return [*os.uname(), sys.executable, f"{os.geteuid()}:{os.getegid()}", *status,
+            os.readlink("/proc/self/ns/user"), *(_read(p) for p in _KEY_FILES),
+            *(_stat(path) for path in tools.values()), *code]
+
+
+def _run(tools: dict[str, str | None]) -> dict[str, Any]:
+    started = time.perf_counter()
+    helper = subprocess.Popen([sys.executable, "-I", "-S", str(_HELPER)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", start_new_session=True)
+    canary = bwrap.canary(tools)  # meanwhile
+    out, err = helper.communicate(timeout=30)
+    result: dict[str, Any] = {}
+    try:
+        for part in ast.literal_eval(out.decode()):
+            result.update(part)
+    except (ValueError, SyntaxError):
+        tail = err.decode(errors="replace").strip().splitlines()
+        result["helper"] = {"ok": False, "evidence": f"probe helper exit {helper.returncode}: "
+                                                     f"{tail[-1] if tail else 'no output'}"}
+    result.update(bwrap=canary, tools=tools, elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+                  host={"euid": os.geteuid(), "kernel": os.uname().release, "arch": os.uname().machine})
+    return result
+
+
+def probe(cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """{primitive: {ok, evidence, errno}} plus bwrap's canary and the tools found; computed once per process."""
+    global _cached
+    with _lock:
+        if _cached is not None:
+            return _cached
+        tools = {name: shutil.which(name) for name in ("bwrap", "prlimit", "setpriv")}
+        key = _cache_key(tools)
+        path = Path(cache_dir) / _CACHE_FILE if cache_dir else None
+        if path is not None:
+            try:
+                doc = json.loads(path.read_text())
+                if doc["key"] == key and 0 <= time.time() - doc["at"] < _CACHE_TTL_S:
+                    _cached = {**doc["probe"], "cached": True}
+                    return _cached
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        result = _run(tools)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}")
+                tmp.write_text(json.dumps({"key": key, "at": time.time(), "probe": result}))
+                os.replace(tmp, path)
+            except OSError:
+                pass  # a read-only home only costs the next process another probe
+        _cached = {**result, "cached": False}
+        return _cached
+
+
+def machine_capabilities(cache_dir: str | os.PathLike[str] | None = None) -> SandboxReport:
+    """What the best backend available here enforces for a default run, and why that backend."""
+    found = probe(cache_dir)
+    name, why = choose(found)
+    spec = LaunchSpec("/bin/true", ["true"], {}, "/", "/", -1, -1)
+    if name == "bwrap":
+        report = bwrap_plan(found, spec).report
+    elif name == "zygote":
+        report = zygote_plan(found, spec).report
+    else:
+        report = SandboxReport.from_states({}, "none")
+    return dataclasses.replace(report, backend_reason=why)
