@@ -35,18 +35,18 @@ _READ_CHUNK = 1 << 16
 _DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
+def _settings(home: Any) -> tuple[Path, float]:
+    """The database path (config history.path, else <home>/history.duckdb) and lock timeout."""
+    from requiem.config import load_config
+
+    settings = load_config(home)["history"]
+    path = Path(settings["path"]) if settings["path"] else Path(home.history_path)
+    return path, float(settings["lock_timeout_s"])
+
+
 def history_path(home: Any) -> Path:
-    """Where the history database lives (config history.path, else <home>/history.duckdb)."""
-    from requiem.config import load_config
-
-    configured = load_config(home)["history"]["path"]
-    return Path(configured) if configured else Path(home.history_path)
-
-
-def _lock_timeout(home: Any) -> float:
-    from requiem.config import load_config
-
-    return float(load_config(home)["history"]["lock_timeout_s"])
+    """Where the history database of a home lives."""
+    return _settings(home)[0]
 
 
 def _acquire(lock_path: Path, exclusive: bool, deadline: float, timeout: float) -> int:
@@ -93,8 +93,7 @@ def _connect(path: Path, read_only: bool, deadline: float, timeout: float) -> An
 @contextmanager
 def _hold(home: Any, exclusive: bool) -> Iterator[Any]:
     """One short hold of the database: lock, connect (migrating if writable), yield, close."""
-    path = history_path(home)
-    timeout = _lock_timeout(home)
+    path, timeout = _settings(home)
     deadline = time.monotonic() + timeout
     lock_fd = _acquire(path.with_name(path.name + ".lock"), exclusive, deadline, timeout)
     try:
@@ -180,9 +179,9 @@ def _arrow_batch(batch: _Batch) -> Any:
 
     import pyarrow as pa
 
-    offsets = pa.array(itertools.accumulate(map(len, batch.bodies), initial=0), pa.int32())
+    offsets = pa.array(list(itertools.accumulate(map(len, batch.bodies), initial=0)), pa.int64())
     # UTF-8 is not checked here: DuckDB's json_valid rejects invalid bytes, which quarantines them.
-    bodies = pa.StringArray.from_buffers(len(batch.bodies), offsets.buffers()[1],
+    bodies = pa.LargeStringArray.from_buffers(len(batch.bodies), offsets.buffers()[1],
                                          pa.py_buffer(b"".join(batch.bodies)))
     table = pa.table({"name": pa.array(batch.names, pa.string()), "body": bodies})
     # Several record batches let DuckDB parse on every thread.
@@ -227,7 +226,7 @@ def _fold(con: Any, batch: _Batch, counts: dict[str, int]) -> None:
             if kind not in KINDS:
                 continue
             for statement in insert_statements(kind):
-                rows = con.execute(statement).fetchone()[0]
+                rows = con.execute(statement).fetchall()[0][0]
             inserted += rows  # the last statement fills the kind's own table
         batch.problems += con.execute(
             "SELECT name, CASE WHEN problem IS NULL THEN 'unknown record kind ' || kind "

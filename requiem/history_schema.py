@@ -165,10 +165,10 @@ def schema_version(con: Any) -> int:
     exists = con.execute(
         "SELECT count(*) FROM duckdb_tables() "
         "WHERE schema_name = 'main' AND table_name = 'schema_migrations'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if not exists:
         return 0
-    return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0])
+    return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0])
 
 
 def check_supported(version: int, path: str) -> None:

@@ -16,7 +16,8 @@ Handler = Callable[[argparse.Namespace], tuple[Any, int]]
 MODULES = ("health", "cas", "exec", "history", "metrics", "config", "diagnose", "proof", "bench",
            "demo")
 # Top-level commands whose module is not named after them.
-COMMAND_MODULES = {"digest": "exec", "doctor": "diagnose", "validate-replacement": "diagnose"}
+COMMAND_MODULES = {"digest": "exec", "drift": "bench", "doctor": "diagnose",
+                   "validate-replacement": "diagnose"}
 
 
 def home_of(args: argparse.Namespace) -> Any:

@@ -11,7 +11,7 @@ from requiem.commands import home_of
 from requiem.errors import EXIT_FAILED, EXIT_OK, RequiemError
 
 
-def _write_json(path: str, document: Any) -> None:
+def write_json(path: str, document: Any) -> None:
     """Write a JSON file atomically (temp beside it, rename)."""
     temp = f"{path}.{os.getpid()}.part"
     with open(temp, "w", encoding="utf-8") as handle:
@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> tuple[Any, int]:
             result = session.execute(document, args.engine)
     finally:
         session.close()
-    _write_json(args.out, result)
+    write_json(args.out, result)
     return result, _exit_code(result)
 
 
