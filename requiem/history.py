@@ -31,6 +31,7 @@ MAX_RECORD_BYTES = 16 << 20
 QUARANTINE = "quarantine"
 _NAME_PATTERN = r"^\d{4}-\d{2}-\d{2}_([a-z_]+)_[0-9a-f]{64}\.json$"
 _READ_CHUNK = 1 << 16
+_WARNINGS_SHOWN = 20
 # Statically linked extensions (json, parquet) suffice; never reach for the network.
 _DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
@@ -183,14 +184,15 @@ def _arrow_batch(batch: _Batch) -> Any:
     # UTF-8 is not checked here: DuckDB's json_valid rejects invalid bytes, which quarantines them.
     bodies = pa.LargeStringArray.from_buffers(len(batch.bodies), offsets.buffers()[1],
                                          pa.py_buffer(b"".join(batch.bodies)))
-    table = pa.table({"name": pa.array(batch.names, pa.string()), "body": bodies})
+    table = pa.table({"idx": pa.array(range(len(batch.names)), pa.int64()),
+                      "name": pa.array(batch.names, pa.string()), "body": bodies})
     # Several record batches let DuckDB parse on every thread.
     return pa.Table.from_batches(table.to_batches(max_chunksize=8192))
 
 
 _STAGE = f"""
 CREATE OR REPLACE TEMP TABLE staged AS
-SELECT name, record_id, kind, body, recorded_at,
+SELECT idx, name, record_id, kind, recorded_at,
        CASE WHEN kind = '' THEN 'unrecognised spool file name'
             WHEN NOT valid THEN 'not JSON (truncated or corrupt)'
             WHEN envelope[1] IS DISTINCT FROM kind OR envelope[2] IS DISTINCT FROM '{spool.RECORD_SCHEMA}'
@@ -203,7 +205,7 @@ FROM (
     SELECT *, CASE WHEN valid THEN json_extract_string(body, ['$.kind', '$.schema', '$.recorded_at'])
               END AS envelope
     FROM (
-      SELECT name, substr(name, -69, 64) AS record_id,
+      SELECT idx, name, substr(name, -69, 64) AS record_id,
              regexp_extract(name, '{_NAME_PATTERN}', 1) AS kind,
              body, json_valid(body) AS valid
       FROM spool_batch)))
@@ -245,40 +247,44 @@ def _fold(con: Any, batch: _Batch, counts: dict[str, int]) -> None:
     counts["duplicates"] += sum(v for k, v in valid.items() if k in KINDS) - inserted
 
 
-def _settle(spool_dir: Path, batch: _Batch, counts: dict[str, int]) -> None:
-    """After the commit: delete folded files, move the unfoldable to the quarantine."""
+def _settle(spool_dir: Path, batch: _Batch) -> int:
+    """After the commit: delete folded files, move the unfoldable to the quarantine; count those."""
     for name in batch.folded:
         try:
             os.unlink(spool_dir / name)
         except FileNotFoundError:
             pass
     if not batch.problems:
-        return
+        return 0
     quarantine = spool_dir / QUARANTINE
     quarantine.mkdir(exist_ok=True)
-    for index, (name, reason) in enumerate(batch.problems):
+    moved = 0
+    for name, reason in batch.problems:
         try:
             os.rename(spool_dir / name, quarantine / name)
         except FileNotFoundError:
             continue
-        counts["quarantined"] += 1
-        if index < 20:
+        moved += 1
+        if moved <= _WARNINGS_SHOWN:
             sys.stderr.write(f"requiem: warning: quarantined spool record {name}: {reason} "
                              f"(moved to {quarantine})\n")
-    if len(batch.problems) > 20:
-        sys.stderr.write(f"requiem: warning: {len(batch.problems) - 20} more spool records "
+    if moved > _WARNINGS_SHOWN:
+        sys.stderr.write(f"requiem: warning: {moved - _WARNINGS_SHOWN} more spool records "
                          f"quarantined in {quarantine}\n")
+    return moved
 
 
 def _fold_all(home: Any, names: list[str], counts: dict[str, int]) -> None:
-    """Fold names batch by batch, reading the next batch while DuckDB folds the current one."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Fold names batch by batch; helper threads read the next batch and delete the last one
+    while DuckDB (which releases the GIL) folds the current one."""
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     spool_dir = Path(home.spool_dir)
     chunks = [names[i:i + BATCH_RECORDS] for i in range(0, len(names), BATCH_RECORDS)]
     if not chunks:
         return
-    with ThreadPoolExecutor(1, thread_name_prefix="spool-read") as reader:
+    settled: list[Future[int]] = []
+    with ThreadPoolExecutor(1, "spool-read") as reader, ThreadPoolExecutor(1, "spool-settle") as remover:
         upcoming = reader.submit(_read_batch, spool_dir, chunks[0])
         for index in range(len(chunks)):
             batch = upcoming.result()
@@ -286,7 +292,8 @@ def _fold_all(home: Any, names: list[str], counts: dict[str, int]) -> None:
                 upcoming = reader.submit(_read_batch, spool_dir, chunks[index + 1])
             with _hold(home, exclusive=True) as con:
                 _fold(con, batch, counts)
-            _settle(spool_dir, batch, counts)
+            settled.append(remover.submit(_settle, spool_dir, batch))
+        counts["quarantined"] += sum(f.result() for f in settled)
 
 
 def ingest(home: Any) -> dict[str, int]:
@@ -323,7 +330,7 @@ def open_history(home: Any, read_only: bool = False) -> Iterator[Any]:
             _fold(con, batch, counts)
             yield con
     finally:
-        _settle(spool_dir, batch, counts)
+        counts["quarantined"] += _settle(spool_dir, batch)
 
 
 @contextmanager

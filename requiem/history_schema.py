@@ -207,7 +207,8 @@ def migrate(con: Any, path: str) -> int:
 
 
 def insert_statements(kind: str) -> list[str]:
-    """SQL that moves the kind's valid rows of `staged` (record_id, recorded_at, kind, body) in.
+    """SQL that moves the kind's valid records in: `staged` (idx, record_id, recorded_at, kind,
+    problem) classifies the rows of `spool_batch` (idx, name, body).
 
     Rows already in the table are skipped (anti join on record_id), so folding is idempotent.
     """
@@ -215,8 +216,9 @@ def insert_statements(kind: str) -> list[str]:
 
     table, shape, columns = KINDS[kind]
     parsed = (f"json_transform(body, '{json.dumps(shape)}') AS r" if shape else "NULL AS r")
-    source = (f"SELECT s.record_id, s.recorded_at, s.body, {parsed} FROM staged s "
-              f"ANTI JOIN {table} t USING (record_id) WHERE s.kind = '{kind}'")
+    source = (f"SELECT s.record_id, s.recorded_at, b.body, {parsed} FROM staged s "
+              f"JOIN spool_batch b USING (idx) ANTI JOIN {table} t USING (record_id) "
+              f"WHERE s.kind = '{kind}' AND s.problem IS NULL")
     names = ", ".join(name for name, _, _ in columns)
     exprs = ", ".join(expr for _, _, expr in columns)
     statements = []

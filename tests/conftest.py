@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,9 @@ from typing import Any
 import pytest
 
 BIN_DIR = Path(sys.executable).parent
+_SCRATCH_HOME = tempfile.mkdtemp(prefix="requiem-test-home-")
+# Anything a test runs without --home must not write a .requiem into the checkout.
+os.environ["REQUIEM_HOME"] = _SCRATCH_HOME
 REQUIEM = str(BIN_DIR / "requiem") if (BIN_DIR / "requiem").exists() else None
 
 
@@ -38,7 +42,6 @@ def run_cli(*args: str, home: Path | None = None, env: dict[str, str] | None = N
             timeout: float = 120, cwd: Path | None = None) -> CliResult:
     """Run `requiem [--home H] ARGS…` for real and capture its output."""
     full_env = dict(os.environ)
-    full_env.pop("REQUIEM_HOME", None)
     if env:
         full_env.update(env)
     argv = cli_command() + (["--home", str(home)] if home else []) + list(args)

@@ -25,8 +25,15 @@ def _progress(message: str) -> None:
 
 
 def cmd_put(args: argparse.Namespace) -> tuple[Any, int]:
+    from requiem.clock import utc_now_iso
+    from requiem.spool import write_record
+
+    started = utc_now_iso()
     info = _cas(args).put_file(args.input, encoding=args.compress or "identity", level=args.level)
-    return {"ok": True, **info.to_json()}, EXIT_OK
+    # A deduplicated put returns the object that was already there, created before we started.
+    existed = info.created_at < started
+    write_record(home_of(args).spool_dir, "cas_put", {**info.to_json(), "existed": existed})
+    return {"ok": True, "existed": existed, **info.to_json()}, EXIT_OK
 
 
 def cmd_get(args: argparse.Namespace) -> tuple[Any, int]:
@@ -59,6 +66,9 @@ def cmd_verify(args: argparse.Namespace) -> tuple[Any, int]:
     _progress("verifying CAS objects…")
     report = _cas(args).verify(sample=args.sample, seed=args.seed)
     _progress("")
+    from requiem.history import record_cas_verify
+
+    record_cas_verify(home_of(args), report)
     return report, EXIT_OK if report["ok"] else EXIT_FAILED
 
 

@@ -64,8 +64,28 @@ def _dev(target: str) -> None:
     os.mkdir(f"{target}/shm", 0o755)
 
 
-def build_root(ops: list[list[str]]) -> None:
-    """Replace / with a fresh tmpfs holding exactly the layout's mounts (bwrap's pivot_root dance)."""
+def _apply(op: list[str]) -> None:
+    kind, new = op[0], "/newroot" + op[-1]
+    if kind == "ro":
+        _bind("/oldroot" + op[1], new, _RO)
+    elif kind == "rw":
+        _bind("/oldroot" + op[1], new, _linux.MOUNT_ATTR_NOSUID | _linux.MOUNT_ATTR_NODEV)
+    elif kind == "symlink":
+        os.makedirs(os.path.dirname(new), exist_ok=True)
+        os.symlink(op[1], new)
+    elif kind == "tmpfs":
+        _tmpfs(new)
+    elif kind == "proc":
+        _proc(new)
+    elif kind == "dev":
+        _dev(new)
+
+
+def prepare_root(ops: list[list[str]]) -> None:
+    """Mount a fresh tmpfs at /newroot holding the ops, with the host's tree still at /oldroot (bwrap's dance).
+
+    Needs its own mount namespace, and a pid namespace of which this process is a member for /proc.
+    """
     _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
     _tmpfs(_BASE)
     os.chdir(_BASE)
@@ -73,20 +93,14 @@ def build_root(ops: list[list[str]]) -> None:
     _linux.pivot_root(".", "oldroot")
     _tmpfs("/newroot")
     for op in ops:
-        kind, new = op[0], "/newroot" + op[-1]
-        if kind == "ro":
-            _bind("/oldroot" + op[1], new, _RO)
-        elif kind == "rw":
-            _bind("/oldroot" + op[1], new, _linux.MOUNT_ATTR_NOSUID | _linux.MOUNT_ATTR_NODEV)
-        elif kind == "symlink":
-            os.makedirs(os.path.dirname(new), exist_ok=True)
-            os.symlink(op[1], new)
-        elif kind == "tmpfs":
-            _tmpfs(new)
-        elif kind == "proc":
-            _proc(new)
-        elif kind == "dev":
-            _dev(new)
+        _apply(op)
+
+
+def finish_root(ops: list[list[str]]) -> None:
+    """Add the run's own ops, drop the host tree, and make /newroot the root."""
+    for op in ops:
+        if op[0] != "remount_ro":
+            _apply(op)
     _linux.umount2("/oldroot", _linux.MNT_DETACH)
     os.chdir("/newroot")
     _linux.pivot_root(".", ".")
@@ -97,29 +111,35 @@ def build_root(ops: list[list[str]]) -> None:
             _linux.mount_setattr(op[1], attr_set=_linux.MOUNT_ATTR_RDONLY, recursive=False)
 
 
-def landlock_paths(workspace: str, private_scratch: bool) -> tuple[list[str], list[str]]:
-    """Writable dirs and device files Landlock grants; host /tmp stays closed when it is not private."""
-    writable = [os.path.realpath(workspace)]
-    if private_scratch:
-        writable += [*_layout.SCRATCH_DIRS, "/dev/shm"]
-    devices = [f"/dev/{name}" for name in _layout.DEVICES]
-    return [p for p in writable if os.path.isdir(p)], [p for p in devices if os.path.exists(p)]
+def start_ruleset(steps: dict, root: str) -> _linux.Ruleset | None:
+    """Landlock rules every run shares, for the tree at `root` ("/newroot" before the pivot, or the host's /)."""
+    if not steps["landlock_abi"]:
+        return None
+    ruleset = _linux.Ruleset(steps["landlock_abi"], deny_tcp=not steps["allow_network"], scope=True)
+    ruleset.allow(root, "read")
+    prefix = root.rstrip("/")
+    # Scratch dirs are writable only when private (in our mount layout); host /tmp must stay closed.
+    for path in (*_layout.SCRATCH_DIRS, "/dev/shm") if steps["namespaces"] else ():
+        if os.path.isdir(prefix + path):
+            ruleset.allow(prefix + path, "write")
+    for name in _layout.DEVICES:
+        if os.path.exists(f"{prefix}/dev/{name}"):
+            ruleset.allow(f"{prefix}/dev/{name}", "device")
+    return ruleset
 
 
-def confine_self(steps: dict, record: Callable[[str], None]) -> None:
+def confine_self(steps: dict, ruleset: _linux.Ruleset | None, record: Callable[[str], None]) -> None:
     """Apply the per-process steps in the only order that works; `record` is told each one that succeeded."""
     # Python ignores these; a command must start with the defaults, as subprocess's restore_signals does.
     for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
         _signal.signal(sig, _signal.SIG_DFL)
     _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
     record("no_new_privs")
-    if steps["landlock_abi"]:
-        writable, devices = landlock_paths(steps["workspace"], steps["namespaces"])
-        _linux.landlock_restrict(steps["landlock_abi"], ["/"], writable, devices,
-                                 deny_tcp=not steps["allow_network"], scope=True)
+    if ruleset is not None:
+        ruleset.restrict()
         record("landlock")
     if steps["drop_caps"]:
-        _linux.drop_capabilities()  # after Landlock and mounts, which need CAP_SYS_ADMIN in the namespace
+        _linux.drop_capabilities()  # after the mounts, which need CAP_SYS_ADMIN in the namespace
         record("drop_caps")
     if steps["mdwe"]:
         _linux.set_mdwe()
@@ -129,5 +149,15 @@ def confine_self(steps: dict, record: Callable[[str], None]) -> None:
         resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
     record("rlimits")
     if steps["seccomp"]:
-        _linux.seccomp_install(_seccomp.build(steps["unix_sockets_only"]))  # last: it denies mount and more
+        _linux.seccomp_install(seccomp_program(steps["unix_sockets_only"]))  # last: it denies mount and more
         record("seccomp")
+
+
+_programs: dict[bool, bytes] = {}
+
+
+def seccomp_program(unix_sockets_only: bool) -> bytes:
+    """The BPF program, built once per process (the zygote's children inherit it)."""
+    if unix_sockets_only not in _programs:
+        _programs[unix_sockets_only] = _seccomp.build(unix_sockets_only)
+    return _programs[unix_sockets_only]

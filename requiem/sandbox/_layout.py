@@ -12,23 +12,28 @@ SCRATCH_DIRS = ("/tmp", "/var/tmp", "/run")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
-def layout(workspace: str, readonly_paths: tuple[str, ...] = ()) -> list[list[str]]:
-    """Mount operations: ro system dirs, root symlinks as on the host, fresh proc/dev, private scratch, rw workspace."""
+def base_layout() -> list[list[str]]:
+    """The part every run shares: ro system dirs, root symlinks as on the host, fresh proc and dev, scratch."""
     ops = [["ro", d, d] for d in SYSTEM_DIRS if os.path.isdir(d)]
     for link in ROOT_LINKS:
         if os.path.islink(link):
             ops.append(["symlink", os.readlink(link), link])
         elif os.path.isdir(link):
             ops.append(["ro", link, link])
-    ops += [["proc", "/proc"], ["dev", "/dev"]] + [["tmpfs", d] for d in SCRATCH_DIRS]
+    return ops + [["proc", "/proc"], ["dev", "/dev"]] + [["tmpfs", d] for d in SCRATCH_DIRS]
+
+
+def run_layout(workspace: str, readonly_paths: tuple[str, ...] = ()) -> list[list[str]]:
+    """The part one run adds: its read-only extras and its writable workspace, then / itself read-only."""
     # Real paths: a source is later opened below another root, where absolute symlinks would mislead.
-    for path in readonly_paths:
-        real = os.path.realpath(path)
-        ops.append(["ro", real, real])
+    ops = [["ro", real, real] for real in map(os.path.realpath, readonly_paths)]
     real_ws = os.path.realpath(workspace)
-    ops.append(["rw", real_ws, real_ws])
-    ops.append(["remount_ro", "/"])
-    return ops
+    return ops + [["rw", real_ws, real_ws], ["remount_ro", "/"]]
+
+
+def layout(workspace: str, readonly_paths: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every mount operation of a run, in order."""
+    return base_layout() + run_layout(workspace, readonly_paths)
 
 
 def visible(path: str, ops: list[list[str]]) -> bool:

@@ -113,10 +113,15 @@ class _CapData(ctypes.Structure):
                 ("inheritable", ctypes.c_uint32)]
 
 
+_last_cap: list[int] = []
+
+
 def drop_capabilities() -> None:
     """Empty the bounding, ambient, effective, permitted and inheritable sets, so exec cannot regain any."""
-    last_cap = int(open("/proc/sys/kernel/cap_last_cap").read())
-    for cap in range(last_cap + 1):
+    if not _last_cap:
+        with open("/proc/sys/kernel/cap_last_cap") as handle:
+            _last_cap.append(int(handle.read()))
+    for cap in range(_last_cap[0] + 1):
         prctl(PR_CAPBSET_DROP, cap)
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     header, data = _CapHeader(0x20080522, 0), (_CapData * 2)()
@@ -128,38 +133,43 @@ def landlock_abi() -> int:
     return _syscall("landlock_create_ruleset", None, 0, 1)
 
 
-def landlock_restrict(abi: int, read_paths: list[str], write_paths: list[str], dev_paths: list[str],
-                      deny_tcp: bool, scope: bool) -> None:
-    """Confine this process: read/exec under read_paths, every right under write_paths, I/O on devices only."""
-    handled = (1 << 13) - 1
-    if abi >= 2:
-        handled |= LANDLOCK_FS["REFER"]
-    if abi >= 3:
-        handled |= LANDLOCK_FS["TRUNCATE"]
-    if abi >= 5:
-        handled |= LANDLOCK_FS["IOCTL_DEV"]
-    net = _LL_NET_BIND_TCP | _LL_NET_CONNECT_TCP if deny_tcp and abi >= 4 else 0
-    scoped = _LL_SCOPE_ABSTRACT_UNIX | _LL_SCOPE_SIGNAL if scope and abi >= 6 else 0
-    attr = (struct.pack("QQQ", handled, net, scoped) if abi >= 6
-            else struct.pack("QQ", handled, net) if abi >= 4 else struct.pack("Q", handled))
-    buf = ctypes.create_string_buffer(attr, len(attr))
-    ruleset = _syscall("landlock_create_ruleset", buf, len(attr), 0)
-    fs = LANDLOCK_FS
-    read = fs["EXECUTE"] | fs["READ_FILE"] | fs["READ_DIR"]
-    dev = (fs["READ_FILE"] | fs["WRITE_FILE"] | fs["TRUNCATE"] | fs["IOCTL_DEV"]) & handled  # file-only rights
-    try:
-        rules = [(p, read) for p in read_paths] + [(p, dev) for p in dev_paths]
-        rules += [(p, handled) for p in write_paths]
-        for path, access in rules:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            try:
-                rule = ctypes.create_string_buffer(struct.pack("=Qi", access, fd), 12)
-                _syscall("landlock_add_rule", ruleset, 1, rule, 0)
-            finally:
-                os.close(fd)
-        _syscall("landlock_restrict_self", ruleset, 0)
-    finally:
-        os.close(ruleset)
+class Ruleset:
+    """A Landlock ruleset built up rule by rule (possibly in another process) and enforced at the end."""
+
+    def __init__(self, abi: int, deny_tcp: bool, scope: bool) -> None:
+        handled = (1 << 13) - 1
+        if abi >= 2:
+            handled |= LANDLOCK_FS["REFER"]
+        if abi >= 3:
+            handled |= LANDLOCK_FS["TRUNCATE"]
+        if abi >= 5:
+            handled |= LANDLOCK_FS["IOCTL_DEV"]
+        net = _LL_NET_BIND_TCP | _LL_NET_CONNECT_TCP if deny_tcp and abi >= 4 else 0
+        scoped = _LL_SCOPE_ABSTRACT_UNIX | _LL_SCOPE_SIGNAL if scope and abi >= 6 else 0
+        attr = (struct.pack("QQQ", handled, net, scoped) if abi >= 6
+                else struct.pack("QQ", handled, net) if abi >= 4 else struct.pack("Q", handled))
+        fs = LANDLOCK_FS
+        self._access = {
+            "read": fs["EXECUTE"] | fs["READ_FILE"] | fs["READ_DIR"],
+            "write": handled,
+            # Device files take file rights only; /dev/null is opened with O_TRUNC by every shell.
+            "device": (fs["READ_FILE"] | fs["WRITE_FILE"] | fs["TRUNCATE"] | fs["IOCTL_DEV"]) & handled,
+        }
+        self.fd = _syscall("landlock_create_ruleset", ctypes.create_string_buffer(attr, len(attr)), len(attr), 0)
+
+    def allow(self, path: str, kind: str) -> None:
+        """Grant `kind` ("read", "write" or "device") beneath path."""
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        try:
+            rule = ctypes.create_string_buffer(struct.pack("=Qi", self._access[kind], fd), 12)
+            _syscall("landlock_add_rule", self.fd, 1, rule, 0)  # LANDLOCK_RULE_PATH_BENEATH
+        finally:
+            os.close(fd)
+
+    def restrict(self) -> None:
+        """Enforce on this process and all it execs (no_new_privs or CAP_SYS_ADMIN required)."""
+        _syscall("landlock_restrict_self", self.fd, 0)
+        os.close(self.fd)
 
 
 class _SockFprog(ctypes.Structure):

@@ -67,13 +67,11 @@ def _userns_netns(port: int) -> dict:
 def _mount_pid_caps(workspace: str) -> dict | str:
     """The zygote's real path: namespaces, pid 1, build_root, then escapes before and after the cap drop."""
     uid, gid = os.geteuid(), os.getegid()
-    flags = (_linux.CLONE_NEWUSER | _linux.CLONE_NEWNS | _linux.CLONE_NEWPID
-             | _linux.CLONE_NEWIPC | _linux.CLONE_NEWUTS)
     try:
-        _linux.unshare(flags)
+        _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWPID)
         _linux.write_id_maps(uid, uid, gid, gid)
     except OSError as exc:
-        fail = _failed("unshare(NEWUSER|NEWNS|NEWPID)", exc)
+        fail = _failed("unshare(NEWUSER|NEWPID)", exc)
         return {"mountns": fail, "pidns": fail, "caps_ns": fail}
     r, w = os.pipe()
     pid = os.fork()
@@ -82,7 +80,9 @@ def _mount_pid_caps(workspace: str) -> dict | str:
         out = {}
         try:
             out["pidns"] = _result(os.getpid() == 1, f"first child's pid in the new namespace: {os.getpid()}")
-            _confine.build_root(_layout.layout(workspace))
+            _linux.unshare(_linux.CLONE_NEWNS | _linux.CLONE_NEWIPC | _linux.CLONE_NEWUTS)
+            _confine.prepare_root(_layout.base_layout())
+            _confine.finish_root(_layout.run_layout(workspace))
             with open(os.path.join(workspace, "probe"), "w") as handle:
                 handle.write("ok")
             etc = _expect_errno("write /etc under the read-only layout", lambda: open("/etc/requiem-probe", "w"),
@@ -110,7 +110,10 @@ def _landlock(workspace: str, outside: str) -> dict:
     try:
         abi = _linux.landlock_abi()
         _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
-        _linux.landlock_restrict(abi, ["/"], [workspace], [], deny_tcp=False, scope=False)
+        ruleset = _linux.Ruleset(abi, deny_tcp=False, scope=False)
+        ruleset.allow("/", "read")
+        ruleset.allow(workspace, "write")
+        ruleset.restrict()
     except OSError as exc:
         return {"landlock": _failed("landlock_create_ruleset/restrict_self", exc)}
     res = _expect_errno("create a file outside the allowed dir", lambda: open(outside, "w"), errno.EACCES)

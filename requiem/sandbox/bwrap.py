@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -23,9 +25,9 @@ _OPS = {"ro": "--ro-bind", "rw": "--bind", "symlink": "--symlink", "tmpfs": "--t
 _CLEAN_CAPS = "0000000000000000"
 
 
-def build_argv(tools: dict[str, str | None], spec: LaunchSpec, limits: dict[str, int],
-               seccomp_fd: int | None) -> list[str]:
-    """prlimit -- [setpriv --] bwrap <namespaces> <layout> -- command; the one place bwrap flags are chosen."""
+def build_argv(tools: dict[str, str | None], spec: LaunchSpec, limits: dict[str, int], seccomp_fd: int | None,
+               sync_fds: tuple[int, int] | None = None) -> list[str]:
+    """[prlimit --] [setpriv --] bwrap <namespaces> <layout> -- command; the one place bwrap flags are chosen."""
     argv: list[str] = []
     if limits:  # rlimits without preexec_fn: prlimit sets them on itself, then execs the rest
         argv += [str(tools["prlimit"]), *(f"{_PRLIMIT[k]}={v}:{v}" for k, v in limits.items()), "--"]
@@ -44,6 +46,8 @@ def build_argv(tools: dict[str, str | None], spec: LaunchSpec, limits: dict[str,
     argv += ["--chdir", os.path.realpath(spec.cwd)]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
+    if sync_fds is not None:
+        argv += ["--info-fd", str(sync_fds[0]), "--block-fd", str(sync_fds[1])]
     # bwrap 0.8 has no --argv0: the command sees its path as argv[0].
     return [*argv, "--", spec.executable, *spec.argv[1:]]
 
@@ -81,6 +85,25 @@ def canary(tools: dict[str, str | None]) -> dict[str, Any]:
     stderr = done.stderr.decode(errors="replace").strip().splitlines()
     return {"ok": ok, "status": status,
             "evidence": f"exit {done.returncode}; {facts or (stderr[-1] if stderr else 'no output')}"}
+
+
+def _read_info(fd: int) -> int:
+    """bwrap's init pid from --info-fd; EOF without it means bwrap failed (its message is on stderr)."""
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    try:
+        return int(json.loads(b"".join(chunks))["child-pid"])
+    except (ValueError, KeyError) as exc:
+        raise OSError(errno.EIO, "bwrap exited before creating the sandbox (see the command's stderr)") from exc
+
+
+def _check_namespaces(init: int, spec: LaunchSpec) -> None:
+    """Per-run proof, while bwrap waits on --block-fd, that its init really lives in fresh namespaces."""
+    kinds = ["user", "mnt", "pid", "ipc", "uts"] + ([] if spec.allow_network else ["net"])
+    shared = [k for k in kinds if os.readlink(f"/proc/{init}/ns/{k}") == os.readlink(f"/proc/self/ns/{k}")]
+    if shared:
+        raise OSError(errno.EIO, f"bwrap's sandbox shares namespaces with the engine: {', '.join(shared)}")
 
 
 class BwrapChild(PidfdChild):
@@ -131,17 +154,36 @@ class BwrapBackend:
     def spawn(self, spec: LaunchSpec) -> BwrapChild:
         plan = bwrap_plan(self._probe, spec)
         self._check_runnable(spec)
+        # As root we may prlimit bwrap's init ourselves (same uid) while it waits on --block-fd, which
+        # saves the exec of prlimit(1); under run_as it is another uid, so prlimit(1) wraps bwrap instead.
+        wrapped = plan.rlimits if spec.run_as else {}
         seccomp_fd = _seccomp_pipe(self._program) if plan.seccomp else None
+        info_r, info_w = os.pipe2(os.O_CLOEXEC)
+        block_r, block_w = os.pipe2(os.O_CLOEXEC)
+        passed = [info_w, block_r] + ([] if seccomp_fd is None else [seccomp_fd])
         try:
             popen = subprocess.Popen(
-                build_argv(self._tools, spec, plan.rlimits, seccomp_fd),
+                build_argv(self._tools, spec, wrapped, seccomp_fd, (info_w, block_r)),
                 stdin=subprocess.DEVNULL, stdout=spec.stdout_fd, stderr=spec.stderr_fd, env=spec.env,
-                cwd="/", umask=spec.umask, close_fds=True, start_new_session=True,
-                pass_fds=() if seccomp_fd is None else (seccomp_fd,))
+                cwd="/", umask=spec.umask, close_fds=True, start_new_session=True, pass_fds=passed)
         finally:
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
-        return BwrapChild(popen)
+            for fd in passed:
+                os.close(fd)
+        child = BwrapChild(popen)
+        try:
+            init = _read_info(info_r)
+            if not spec.run_as:
+                for name, value in plan.rlimits.items():
+                    resource.prlimit(init, getattr(resource, "RLIMIT_" + name), (value, value))
+            _check_namespaces(init, spec)
+            os.write(block_w, b"go")
+        except BaseException:
+            child.kill_tree()
+            raise
+        finally:
+            os.close(info_r)
+            os.close(block_w)
+        return child
 
     def _check_runnable(self, spec: LaunchSpec) -> None:
         """bwrap's own failures look like the command's exit 1: catch the predictable ones first."""
