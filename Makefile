@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_HOME ?= .requiem-demo
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup compile demo test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,12 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-setup: $(BIN)/.installed
+# Bytecode for the checkout's own modules: with PYTHONDONTWRITEBYTECODE set (as on these
+# machines) every CLI start would otherwise recompile them.
+compile: $(BIN)/.installed
+	@$(BIN)/python -m compileall -q requiem tui analytics >/dev/null
+
+setup: $(BIN)/.installed compile
 	@bash scripts/install-system-deps.sh
 
 demo: setup
@@ -23,6 +28,7 @@ demo: setup
 	$(BIN)/requiem --home $(DEMO_HOME) cas stats --top 3
 
 test: setup
+	$(BIN)/ruff check --select F,E9 --quiet requiem tui analytics tests benchmarks
 	bash scripts/lint-imports.sh $(BIN)/lint-imports
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
 

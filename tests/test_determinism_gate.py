@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,10 +11,11 @@ import pytest
 
 from tests.conftest import cli_command, run_cli
 
+# Runs on the system python3 (the fixed PATH), which the sandbox can see; the venv cannot.
 HASH_SCRIPT = (
-    "import blake3, sys\n"
+    "import hashlib\n"
     "rows = sorted(open('in/data.txt').read().split())\n"
-    "print(blake3.blake3('\\n'.join(rows).encode()).hexdigest())\n"
+    "print(hashlib.sha256('\\n'.join(rows).encode()).hexdigest())\n"
 )
 
 
@@ -34,7 +34,7 @@ def _requests(ws: Path) -> dict[str, dict]:
     base = {"workspace_root": str(ws), "timeout_ms": 20000}
     return {
         "sort": {**base, "command": "sort", "argv": ["in/data.txt"]},
-        "python": {**base, "command": sys.executable, "argv": ["hash.py"]},
+        "python": {**base, "command": "python3", "argv": ["hash.py"]},
         "tar": {**base, "command": "tar",
                 "argv": ["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner",
                          "--mode=go-w", "-cf", "out.tar", "tree"],

@@ -1,9 +1,11 @@
 """The zygote: a small `python -I -S` process that forks, confines and execs commands for the engine.
 
-Per run it forks a monitor (A). With namespaces, A unshares user/mount/pid/ipc/uts(/net) and forks the
-namespace's init (B), which builds the mount layout and forks the command (C); killing B kills the whole
-pid namespace. Without namespaces A is a subreaper and the init itself. C applies the per-process steps
-and execs. Every step is recorded on a CLOEXEC pipe, so the engine learns what really held for this run.
+With namespaces, each run has a monitor A (host pid namespace; unshares user+pid), whose child B is pid 1
+of the run: it unshares mount/ipc/uts(/net), mounts the shared part of the layout, starts the Landlock
+ruleset, and waits for its request; then it adds the run's mounts, pivots, and forks the command C. A and
+B are prepared ahead ("warm"), so a request only pays for its own part. Killing B ends the whole pid
+namespace. Without namespaces A is a subreaper and forks C itself. C confines itself and execs. Every step
+is recorded on a CLOEXEC pipe, so the engine learns what really held for this run.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _confine  # noqa: E402
+import _layout  # noqa: E402
 import _linux  # noqa: E402
 
-_NS_FLAGS = (_linux.CLONE_NEWUSER | _linux.CLONE_NEWNS | _linux.CLONE_NEWPID
-             | _linux.CLONE_NEWIPC | _linux.CLONE_NEWUTS)
 _MAX_FD = 1 << 20
+_FDS = socket.CMSG_SPACE(3 * 4)
 
 
 class _Steps:
@@ -36,17 +38,19 @@ class _Steps:
         os.write(self.fd, f"{name}\t0\n".encode())
 
     def failed(self, name: str, exc: BaseException) -> None:
-        err = exc.errno if isinstance(exc, OSError) and exc.errno else 0
-        text = str(exc).replace("\n", " ").replace("\t", " ")[:300]
-        os.write(self.fd, f"{name}\t{err or -1}\t{type(exc).__name__}: {text}\n".encode())
+        err = exc.errno if isinstance(exc, OSError) and exc.errno else -1
+        text = f"{type(exc).__name__}: {exc}".replace("\n", " ").replace("\t", " ")[:300]
+        os.write(self.fd, f"{name}\t{err}\t{text}\n".encode())
 
-    def run(self, name: str, fn, *args) -> None:  # type: ignore[no-untyped-def]
+    def run(self, name: str, fn, *args):  # type: ignore[no-untyped-def]
+        """Run one step; on failure record it and end this process (a run never goes on weaker)."""
         try:
-            fn(*args)
+            result = fn(*args)
         except BaseException as exc:
             self.failed(name, exc)
             os._exit(126)
         self.ok(name)
+        return result
 
 
 def _keep_only(fds: list[int]) -> None:
@@ -58,6 +62,21 @@ def _keep_only(fds: list[int]) -> None:
     os.closerange(low, _MAX_FD)
 
 
+def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
+    msg, anc, _, _ = sock.recvmsg(4096, _FDS)
+    fds = array.array("i")
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return msg, list(fds)
+
+
+def _read_plan(fd: int) -> dict:
+    plan = json.loads(os.pread(fd, os.fstat(fd).st_size, 0))
+    os.close(fd)
+    return plan
+
+
 def _exit_record(status: int, usage) -> str:  # type: ignore[no-untyped-def]
     return json.dumps({"code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
@@ -65,16 +84,28 @@ def _exit_record(status: int, usage) -> str:  # type: ignore[no-untyped-def]
                                   "max_rss_kib": float(usage.ru_maxrss)}}) + "\n"
 
 
-def _command(plan: dict, fds: dict, steps: _Steps) -> None:
+def _arm_pdeathsig(parent: int) -> None:
+    _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent and os.getppid() != parent:
+        raise ProcessLookupError(3, "the parent died before the parent-death signal was armed")
+
+
+def _become(uid: int, gid: int) -> None:
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+
+
+def _command(plan: dict, io: tuple[int, int, int], steps: _Steps, ruleset: _linux.Ruleset | None) -> None:
     """Role C: the command itself; confines itself and execs."""
     spec = plan["spec"]
     os.setsid()
-    for target, fd in ((0, fds["null"]), (1, fds["out"]), (2, fds["err"])):
+    for target, fd in enumerate(io):
         os.dup2(fd, target)
     steps.run("cwd", os.chdir, spec["cwd"])
     os.umask(spec["umask"])
     try:
-        _confine.confine_self(plan["steps"], steps.ok)
+        _confine.confine_self(plan["steps"], ruleset, steps.ok)
     except BaseException as exc:
         steps.failed("confine", exc)
         os._exit(126)
@@ -88,78 +119,88 @@ def _command(plan: dict, fds: dict, steps: _Steps) -> None:
     os._exit(127)
 
 
-def _init(plan: dict, fds: dict, steps: _Steps, pid_one: bool) -> None:
-    """Role B (or A without namespaces): fork the command, reap everything, report the command's status."""
+def _init(plan: dict, io: tuple[int, int, int], steps: _Steps, status: int, ruleset: _linux.Ruleset | None,
+          pid_one: bool) -> None:
+    """Fork the command, reap everything, report the command's status; B, or A without namespaces."""
     child = os.fork()
     if child == 0:
-        _command(plan, fds, steps)
-    for fd in (fds["out"], fds["err"], steps.fd):
+        _command(plan, io, steps, ruleset)
+    for fd in (io[1], io[2], steps.fd):
         os.close(fd)
     while True:
         try:
-            pid, status, usage = os.wait4(-1, 0)
+            pid, code, usage = os.wait4(-1, 0)
         except ChildProcessError:
             os._exit(0)
         if pid == child:
-            os.write(fds["status"], _exit_record(status, usage).encode())
+            os.write(status, _exit_record(code, usage).encode())
             if pid_one:
                 os._exit(0)  # the kernel now kills whatever is left in the pid namespace
 
 
-def _arm_pdeathsig(parent: int) -> None:
-    _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        raise ProcessLookupError(3, "the zygote died before the parent-death signal was armed")
+def _flat(plan: dict, io: tuple[int, int, int], steps: _Steps, status: int, zygote: int) -> None:
+    """Role A without namespaces: a subreaper that is the run's init."""
+    if plan["spec"]["run_as"]:
+        steps.run("run_as", _become, *plan["spec"]["run_as"])
+    steps.run("pdeathsig", _arm_pdeathsig, zygote)  # after the credential change, which would clear it
+    steps.run("subreaper", _linux.prctl, _linux.PR_SET_CHILD_SUBREAPER, 1)
+    ruleset = steps.run("landlock_rules", _confine.start_ruleset, plan["steps"], "/")
+    if ruleset is not None:
+        steps.run("landlock_workspace", ruleset.allow, plan["steps"]["workspace"], "write")
+    _init(plan, io, steps, status, ruleset, pid_one=False)
 
 
-def _monitor(plan: dict, fds: dict, steps: _Steps, zygote: int) -> None:
-    """Role A: a per-run process in the host pid namespace that owns the run's namespaces."""
-    _keep_only([*fds.values(), steps.fd])
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    os.setsid()
-    spec, uid, gid = plan["spec"], os.geteuid(), os.getegid()
-    if spec["run_as"]:
-        uid, gid = spec["run_as"]
+def _warm(shape: dict, ctl: socket.socket, steps: _Steps, status: int, null: int, zygote: int) -> None:
+    """Role A with namespaces; its child B prepares everything shared, then waits for the request on ctl."""
+    uid, gid = os.geteuid(), os.getegid()
+    if shape["run_as"]:
+        uid, gid = shape["run_as"]
         steps.run("run_as", _become, uid, gid)
-    if not plan["steps"]["namespaces"]:
-        # Armed after the credential change, which would clear it.
-        steps.run("pdeathsig", _arm_pdeathsig, zygote)
-        steps.run("subreaper", _linux.prctl, _linux.PR_SET_CHILD_SUBREAPER, 1)
-        _init(plan, fds, steps, pid_one=False)
-    flags = _NS_FLAGS | (_linux.CLONE_NEWNET if plan["steps"]["netns"] else 0)
-    steps.run("namespaces", _linux.unshare, flags)
+    steps.run("userns", _linux.unshare, _linux.CLONE_NEWUSER | _linux.CLONE_NEWPID)
     steps.run("id_maps", _linux.write_id_maps, uid, uid, gid, gid)
     steps.run("pdeathsig", _arm_pdeathsig, zygote)
     init = os.fork()
     if init == 0:
-        steps.run("pdeathsig_init", _linux.prctl, _linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if spec["hostname"]:
-            steps.run("hostname", _linux.sethostname, spec["hostname"])
-        steps.run("mounts", _confine.build_root, plan["layout"])
-        _init(plan, fds, steps, pid_one=True)
-    for fd in (fds["out"], fds["err"], steps.fd, fds["status"]):
+        _pid_one(shape, ctl, steps, status, null)
+    ctl.close()
+    for fd in (steps.fd, status):
         os.close(fd)
     os.waitpid(init, 0)
     os._exit(0)
 
 
-def _become(uid: int, gid: int) -> None:
-    os.setgroups([])
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
+def _pid_one(shape: dict, ctl: socket.socket, steps: _Steps, status: int, null: int) -> None:
+    """Role B: pid 1 of the run's namespaces."""
+    steps.run("pdeathsig_init", _arm_pdeathsig, 0)
+    flags = (_linux.CLONE_NEWNS | _linux.CLONE_NEWIPC | _linux.CLONE_NEWUTS
+             | (_linux.CLONE_NEWNET if shape["netns"] else 0))
+    steps.run("namespaces", _linux.unshare, flags)
+    steps.run("base_mounts", _confine.prepare_root, _layout.base_layout())
+    ruleset = steps.run("landlock_rules", _confine.start_ruleset, shape, "/newroot")
+    try:
+        msg, fds = _receive(ctl)
+    except OSError:
+        msg = b""
+    if not msg:
+        os._exit(0)  # the zygote let this warm run go unused
+    plan = steps.run("request", _read_plan, fds[0])
+    ctl.close()
+    if plan["spec"]["hostname"]:
+        steps.run("hostname", _linux.sethostname, plan["spec"]["hostname"])
+    steps.run("mounts", _confine.finish_root, plan["layout"])
+    if ruleset is not None:
+        steps.run("landlock_workspace", ruleset.allow, plan["steps"]["workspace"], "write")
+    _init(plan, (null, fds[1], fds[2]), steps, status, ruleset, pid_one=True)
 
 
 class _Run:
-    """The zygote's view of one run."""
+    """The zygote's view of one run (or of a warm one, before a request takes it)."""
 
-    def __init__(self, run_id: int, pid: int, setup_r: int, status_r: int) -> None:
-        self.id, self.pid = run_id, pid
-        self.setup_r, self.status_r = setup_r, status_r
+    def __init__(self, pid: int, setup_r: int, status_r: int, ctl: socket.socket | None, shape: str) -> None:
+        self.id: int | None = None
+        self.pid, self.setup_r, self.status_r, self.ctl, self.shape = pid, setup_r, status_r, ctl, shape
         self.setup, self.status = b"", b""
-        self.started = False
-        self.exit_sent = False
-        self.killing = False
+        self.setup_closed = self.started = self.exit_sent = self.killing = False
 
 
 class Zygote:
@@ -175,19 +216,20 @@ class Zygote:
         self.poll.register(self.sock.fileno(), select.POLLIN)
         self.poll.register(self.wake_r, select.POLLIN)
         self.runs: dict[int, _Run] = {}  # by run id
-        self.by_pid: dict[int, _Run] = {}  # by monitor pid
+        self.by_pid: dict[int, _Run] = {}  # by monitor pid, warm ones included
         self.by_fd: dict[int, _Run] = {}
+        self.warm: _Run | None = None
 
-    def send(self, run_id: int, event: str, **data: object) -> None:
+    def send(self, run: _Run, event: str, **data: object) -> None:
         try:
-            self.sock.send(json.dumps({"id": run_id, "ev": event, **data}).encode())
+            self.sock.send(json.dumps({"id": run.id, "ev": event, **data}).encode())
         except OSError:
             pass  # the engine is gone; the EOF on the socket ends the loop
 
     def serve(self) -> None:
         _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)  # escapees of a dead monitor come here, not to init
         while True:
-            killing = any(run.killing for run in self.runs.values())
+            killing = any(run.killing for run in self.by_pid.values())
             for fd, _ in self.poll.poll(1 if killing else None):
                 if fd == self.sock.fileno():
                     if not self.request():
@@ -201,55 +243,101 @@ class Zygote:
                     self.reap()
                 elif fd in self.by_fd:
                     self.pipe_readable(fd)
-            for run in list(self.runs.values()):
+            for run in list(self.by_pid.values()):
                 if run.killing:
                     self.kill_pass(run)
 
     def request(self) -> bool:
         try:
-            msg, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(3 * 4))
+            msg, fds = _receive(self.sock)
         except OSError:
             return False
         if not msg:
             return False
-        fds = array.array("i")
-        for level, kind, data in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
         req = json.loads(msg)
         if req["op"] == "spawn":
-            self.spawn(req["id"], list(fds))
+            self.spawn(req["id"], fds)
         elif req["op"] == "kill":
             run = self.runs.get(req["id"])
             if run is None:
-                self.send(req["id"], "reaped")
+                self.sock.send(json.dumps({"id": req["id"], "ev": "reaped"}).encode())
             else:
                 run.killing = True
                 self.kill_pass(run)
         return True
 
-    def spawn(self, run_id: int, fds: list[int]) -> None:
-        plan_fd, out, err = fds
-        plan = json.loads(os.pread(plan_fd, os.fstat(plan_fd).st_size, 0))
-        os.close(plan_fd)
+    def fork_run(self, body, keep: list[int], shape: str) -> _Run:  # type: ignore[no-untyped-def]
+        """Fork a monitor that runs body(steps, status, zygote_pid) with its own setup and status pipes."""
         setup_r, setup_w = os.pipe2(os.O_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         me = os.getpid()
         pid = os.fork()
         if pid == 0:
             try:
-                _monitor(plan, {"out": out, "err": err, "status": status_w, "null": self.null},
-                         _Steps(setup_w), me)
+                _keep_only([setup_w, status_w, self.null, *keep])
+                for low in (0, 1, 2):  # occupied, so no later fd (a Landlock ruleset) lands where C dup2s
+                    os.dup2(self.null, low)
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.setsid()
+                body(_Steps(setup_w), status_w, me)
             finally:
                 os._exit(126)
-        for fd in (out, err, setup_w, status_w):
+        for fd in (setup_w, status_w):
             os.close(fd)
-        run = _Run(run_id, pid, setup_r, status_r)
-        self.runs[run_id] = self.by_pid[pid] = run
+        run = _Run(pid, setup_r, status_r, None, shape)
+        self.by_pid[pid] = run
         for fd in (setup_r, status_r):
             os.set_blocking(fd, False)
             self.by_fd[fd] = run
             self.poll.register(fd, select.POLLIN)
+        return run
+
+    def prepare(self, shape: str) -> _Run:
+        """Start a warm run for this shape: A and B set up as far as they can without the request."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        run = self.fork_run(lambda steps, status, me: _warm(json.loads(shape), theirs, steps, status, self.null, me),
+                            [theirs.fileno()], shape)
+        theirs.close()
+        run.ctl = mine
+        return run
+
+    def spawn(self, run_id: int, fds: list[int]) -> None:
+        plan_fd, out, err = fds
+        plan = json.loads(os.pread(plan_fd, os.fstat(plan_fd).st_size, 0))
+        if not plan["steps"]["namespaces"]:
+            os.close(plan_fd)
+            io = (self.null, out, err)
+            run = self.fork_run(lambda steps, status, me: _flat(plan, io, steps, status, me), [out, err], "")
+        else:
+            steps = plan["steps"]
+            shape = json.dumps({"run_as": plan["spec"]["run_as"], "netns": steps["netns"],
+                                "landlock_abi": steps["landlock_abi"], "allow_network": steps["allow_network"],
+                                "namespaces": True}, sort_keys=True)
+            run, self.warm = self.warm, None
+            if run is None or run.shape != shape or run.setup_closed:
+                self.discard(run)
+                run = self.prepare(shape)
+            assert run.ctl is not None
+            try:
+                run.ctl.sendmsg([b"run"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            except OSError:
+                pass  # B already failed: its records on the setup pipe say why
+            run.ctl.close()
+            run.ctl = None
+            os.close(plan_fd)
+        for fd in (out, err):
+            os.close(fd)
+        run.id = run_id
+        self.runs[run_id] = run
+        if run.setup_closed:
+            self.setup_done(run)
+
+    def discard(self, run: _Run | None) -> None:
+        """Let a warm run go: on EOF its init exits, and the monitor after it."""
+        if run is not None and run.ctl is not None:
+            run.ctl.close()
+            run.ctl = None
 
     def pipe_readable(self, fd: int) -> bool:
         """Take what the pipe holds; False once nothing more is to be had now."""
@@ -262,14 +350,16 @@ class Zygote:
             run.setup += data
             if not data:
                 self.close_pipe(fd)
-                self.setup_done(run)
+                run.setup_closed = True
+                if run.id is not None:
+                    self.setup_done(run)
         else:
             run.status += data
             if not data:
                 self.close_pipe(fd)
             elif run.status.endswith(b"\n") and not run.exit_sent:
                 run.exit_sent = True
-                self.send(run.id, "exit", **json.loads(run.status))
+                self.send(run, "exit", **json.loads(run.status))
         return bool(data)
 
     def close_pipe(self, fd: int) -> None:
@@ -282,9 +372,11 @@ class Zygote:
         steps = [[r[0], int(r[1]), r[2] if len(r) > 2 else ""] for r in records]
         if steps and steps[-1][0] == "exec" and steps[-1][1] == 0:
             run.started = True
-            self.send(run.id, "started", pid=run.pid, steps=steps)
+            self.send(run, "started", pid=run.pid, steps=steps)
+            if run.shape and self.warm is None:
+                self.warm = self.prepare(run.shape)  # while the command runs, not in the next request's way
         else:
-            self.send(run.id, "failed", pid=run.pid, steps=steps)
+            self.send(run, "failed", pid=run.pid, steps=steps)
 
     def reap(self) -> None:
         while True:
@@ -297,21 +389,27 @@ class Zygote:
             run = self.by_pid.pop(pid, None)
             if run is None:
                 continue  # an escapee whose monitor died before it; it is dead now
-            del self.runs[run.id]
             for fd in (run.setup_r, run.status_r):
                 while fd in self.by_fd and self.pipe_readable(fd):
                     pass
                 if fd in self.by_fd:  # a writer outlived the monitor (killed mid-setup): stop listening
                     self.close_pipe(fd)
-                    if fd == run.setup_r:
-                        self.setup_done(run)
+            if run is self.warm:
+                self.warm = None
+            self.discard(run)
+            if run.id is None:
+                continue
+            del self.runs[run.id]
+            if not run.setup_closed:
+                run.setup_closed = True
+                self.setup_done(run)
             if run.started and not run.exit_sent:
                 # The init died before the command reported: only a SIGKILL (ours, or the
                 # kernel's pid-namespace teardown) gets there.
                 run.exit_sent = True
-                self.send(run.id, "exit", code=None, signal=signal.SIGKILL,
+                self.send(run, "exit", code=None, signal=signal.SIGKILL,
                           rusage=json.loads(_exit_record(status, usage))["rusage"])
-            self.send(run.id, "reaped")
+            self.send(run, "reaped")
 
     def kill_pass(self, run: _Run) -> None:
         """SIGKILL every descendant of the run's monitor, then the monitor once nothing is left under it."""
@@ -323,10 +421,10 @@ class Zygote:
             run.killing = False
 
     def shutdown(self) -> None:
-        for run in list(self.runs.values()):
+        for run in self.by_pid.values():
             run.killing = True
-        while self.runs:
-            for run in list(self.runs.values()):
+        while self.by_pid:
+            for run in list(self.by_pid.values()):
                 if run.killing:
                     self.kill_pass(run)
             self.poll.poll(1)

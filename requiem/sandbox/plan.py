@@ -158,8 +158,8 @@ def zygote_plan(probe: dict[str, Any], spec: LaunchSpec) -> Plan:
     states["rlimits"] = _rlimits(bool(limits) or _ok(probe, "rlimits"), _ev(probe, "rlimits"), limits,
                                  command_uid(spec), _ev(probe, "rlimits"))
     required = ["pdeathsig", "no_new_privs", "rlimits", "exec"]
-    required += ["namespaces", "id_maps", "mounts"] if ns else ["subreaper"]
-    required += ["landlock"] * bool(abi) + ["drop_caps"] * caps + ["mdwe"] * mdwe + ["seccomp"] * seccomp
+    required += ["userns", "id_maps", "namespaces", "base_mounts", "mounts"] if ns else ["subreaper"]
+    required += ["landlock_rules", "landlock_workspace", "landlock"] * bool(abi) + ["drop_caps"] * caps + ["mdwe"] * mdwe + ["seccomp"] * seccomp
     required += ["run_as"] * bool(spec.run_as) + ["hostname"] * bool(ns and spec.hostname)
     return Plan(SandboxReport.from_states(states, "zygote"), namespaces=ns, netns=netns, landlock_abi=abi,
                 seccomp=seccomp, unix_sockets_only=unix_only, drop_caps=caps, mdwe=mdwe, rlimits=limits,
