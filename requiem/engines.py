@@ -30,8 +30,9 @@ class RequiemEngine:
 
     name = "requiem"
 
-    def __init__(self, cas: Cas, perturbation: Perturbation | None = None) -> None:
-        self._runner = Runner(cas)
+    def __init__(self, cas: Cas, perturbation: Perturbation | None = None,
+                 required: tuple[str, ...] = ()) -> None:
+        self._runner = Runner(cas, required)
         self._perturbation = perturbation
 
     def run(self, request: Request) -> dict[str, Any]:
@@ -86,31 +87,20 @@ class ExternalEngine:
         pass
 
 
-def legacy_engine_path(home: Home) -> str | None:
-    """$REQUIEM_RUST_ENGINE, else config.json's legacy engine path, else None."""
-    path = os.environ.get("REQUIEM_RUST_ENGINE")
-    if path:
-        return path
-    try:
-        from requiem.config import load_config
-
-        config = load_config(home)
-    except (ImportError, RequiemError):
-        return None
-    for key in ("legacy_engine_path", "rust_engine_path"):
-        if config.get(key):
-            return str(config[key])
-    return None
-
-
 class Session:
     """One process's engines over one home: runs requests, records history, reuses backends."""
 
     def __init__(self, home: Home) -> None:
+        from requiem.config import load_config
+
         self.home = home
+        self.config = load_config(home)
         self.cas = Cas(home.cas_root)
-        self._native = RequiemEngine(self.cas)
+        self._native = RequiemEngine(self.cas, required=self._required())
         self._perturbed: RequiemEngine | None = None
+
+    def _required(self) -> tuple[str, ...]:
+        return tuple(self.config["sandbox"]["required"])
 
     def close(self) -> None:
         self._native.close()
@@ -118,26 +108,27 @@ class Session:
             self._perturbed.close()
 
     def _legacy(self) -> ExternalEngine:
-        path = legacy_engine_path(self.home)
+        path = self.config["legacy_engine"]["path"]
         if not path:
             raise RequiemError(ENGINE_UNAVAILABLE,
                                "no legacy engine configured (REQUIEM_RUST_ENGINE or config.json)")
+        if "/" not in path:
+            import shutil
+
+            path = shutil.which(path) or path
         return ExternalEngine(path)
 
     def choose(self, requested: str | None) -> str:
-        """The engine for this run: as asked, else dual by REQUIEM_ENGINE_DUAL_RATE sampling."""
+        """The engine for this run: as asked, else the configured default, sampled into dual."""
         if requested is not None:
             if requested not in ENGINE_NAMES:
                 raise RequiemError(INVALID_REQUEST, f"unknown engine {requested!r}")
             return requested
-        rate_text = os.environ.get("REQUIEM_ENGINE_DUAL_RATE", "0")
-        try:
-            rate = float(rate_text)
-        except ValueError:
-            raise RequiemError(INVALID_REQUEST,
-                               f"REQUIEM_ENGINE_DUAL_RATE is not a number: {rate_text!r}") from None
-        if rate <= 0:
-            return "requiem"
+        policy = self.config["engine_selection_policy"]
+        default = policy["default_engine"]
+        rate = float(policy["dual_run_sampling_rate"])
+        if default != "requiem" or rate <= 0:
+            return default
         import random
 
         return "dual" if random.random() < rate else "requiem"
@@ -187,7 +178,8 @@ class Session:
             else:
                 if self._perturbed is None:
                     self._perturbed = RequiemEngine(
-                        self.cas, Perturbation.default(keep_out=(str(self.home.root),)))
+                        self.cas, Perturbation.default(keep_out=(str(self.home.root),)),
+                        self._required())
                 secondary = self._perturbed.run(request)
         except RequiemError as exc:
             secondary = exc.to_json()
@@ -203,8 +195,20 @@ class Session:
             "primary_result_object": primary.get("result_object"),
             "secondary_result_object": secondary.get("result_object"),
         })
+        self._append_diff_log(request, report)
         primary["dual_run"] = report
         return primary
+
+    def _append_diff_log(self, request: Request, report: dict[str, Any]) -> None:
+        """One JSON line per comparison in <dual_run_diff_output>/diffs.log, for `tail -f`."""
+        directory = self.config["engine_selection_policy"]["dual_run_diff_output"]
+        if not directory:
+            return
+        os.makedirs(directory, exist_ok=True)
+        line = {"request_id": request.request_id, "request_digest": request.request_digest,
+                "status": "mismatch" if report["mismatch"] else "match", **report}
+        with open(os.path.join(directory, "diffs.log"), "ab") as log:
+            log.write(canonical.stable_dumps(line) + b"\n")
 
     def _read_quietly(self, digest: str) -> bytes | None:
         try:

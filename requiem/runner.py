@@ -158,8 +158,10 @@ def _copy_workspace(workspace: str, keep_out: tuple[str, ...]) -> str | None:
 class Runner:
     """Runs requests against one home's CAS, reusing sandbox backends across runs."""
 
-    def __init__(self, cas: Cas) -> None:
+    def __init__(self, cas: Cas, required: tuple[str, ...] = ()) -> None:
         self.cas = cas
+        # Capabilities config.json requires of every run, on top of each request's own.
+        self.required = required
         self._backends: dict[str, sandbox.Backend] = {}
 
     def backend(self, name: str) -> sandbox.Backend:
@@ -223,7 +225,8 @@ class Runner:
                 rlimits=sandbox.Rlimits(**request.policy.sandbox.rlimits),
             )
             report = backend.report(spec)
-            missing = [c for c in request.policy.sandbox.require if report.state(c) != "enforced"]
+            wanted = dict.fromkeys((*request.policy.sandbox.require, *self.required))
+            missing = [c for c in wanted if report.state(c) != "enforced"]
             if missing:
                 raise RequiemError(
                     SANDBOX_UNAVAILABLE,

@@ -8,23 +8,33 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 Handler = Callable[[argparse.Namespace], tuple[Any, int]]
 
 # Registration order is the order of `requiem --help`.
-MODULES = ("health", "cas", "exec", "history", "metrics", "config", "diagnose", "proof", "bench",
-           "demo")
+MODULES = ("health", "cas", "gc", "exec", "history", "metrics", "config", "diagnose", "proof",
+           "bench", "demo")
 # Top-level commands whose module is not named after them.
 COMMAND_MODULES = {"digest": "exec", "drift": "bench", "doctor": "diagnose",
                    "validate-replacement": "diagnose"}
+# Modules that add subcommands to another module's group (gc adds `cas gc`, `cas pin`).
+COMPANION_MODULES = {"cas": ("gc",)}
 
 
 def home_of(args: argparse.Namespace) -> Any:
-    """The Home for this invocation (--home, $REQUIEM_HOME, ./.requiem; --cas overrides)."""
+    """The Home for this invocation (--home, $REQUIEM_HOME, ./.requiem; --cas, else config)."""
     from requiem.home import Home
 
-    return Home.resolve(getattr(args, "home", None), getattr(args, "cas", None))
+    home = Home.resolve(getattr(args, "home", None), getattr(args, "cas", None))
+    if getattr(args, "cas", None) is None and home.config_path.exists():
+        from requiem.config import load_config
+
+        root = load_config(home)["cas"]["root"]
+        if root:
+            home = home._replace(cas_root=Path(root))
+    return home
 
 
 def non_negative_int(text: str) -> int:
@@ -45,7 +55,7 @@ def register(commands: Any, command: str | None = None) -> None:
 
     here = os.path.dirname(__file__)
     wanted = COMMAND_MODULES.get(command or "", command)
-    names = [wanted] if wanted in MODULES else list(MODULES)
+    names = [wanted, *COMPANION_MODULES.get(wanted, ())] if wanted in MODULES else list(MODULES)
     for name in names:
         if os.path.exists(os.path.join(here, f"{name}.py")):
             importlib.import_module(f"requiem.commands.{name}").register(commands)

@@ -28,11 +28,19 @@ def cmd_put(args: argparse.Namespace) -> tuple[Any, int]:
     from requiem.clock import utc_now_iso
     from requiem.spool import write_record
 
+    home = home_of(args)
+    encoding, level = args.compress, args.level
+    if encoding is None and home.config_path.exists():
+        from requiem.config import load_config
+
+        settings = load_config(home)["cas"]
+        encoding, level = settings["compression"], level if level is not None else settings["level"]
     started = utc_now_iso()
-    info = _cas(args).put_file(args.input, encoding=args.compress or "identity", level=args.level)
+    info = _cas(args).put_file(args.input, encoding=encoding or "identity",
+                               level=3 if level is None else level)
     # A deduplicated put returns the object that was already there, created before we started.
     existed = info.created_at < started
-    write_record(home_of(args).spool_dir, "cas_put", {**info.to_json(), "existed": existed})
+    write_record(home.spool_dir, "cas_put", {**info.to_json(), "existed": existed})
     return {"ok": True, "existed": existed, **info.to_json()}, EXIT_OK
 
 
@@ -85,7 +93,7 @@ def register(commands: Any) -> None:
     put = add("put", cmd_put, "store a file")
     put.add_argument("--in", dest="input", required=True)
     put.add_argument("--compress", choices=["zstd", "identity"])
-    put.add_argument("--level", type=int, default=3)
+    put.add_argument("--level", type=int, help="zstd level (default 3, or the config's)")
     get = add("get", cmd_get, "write an object's content to a file")
     get.add_argument("--digest", required=True)
     get.add_argument("--out", required=True)

@@ -28,7 +28,11 @@ def cmd_run(args: argparse.Namespace) -> tuple[Any, int]:
     from requiem import canonical
     from requiem.engines import Session
 
-    session = Session(home_of(args))
+    try:
+        session = Session(home_of(args))
+    except RequiemError as exc:  # e.g. config_invalid: the caller still finds --out
+        write_json(args.out, exc.to_json())
+        return exc.to_json(), exc.exit_code
     try:
         try:
             document = canonical.load_file(args.request)

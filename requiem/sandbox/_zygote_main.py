@@ -390,9 +390,10 @@ class Zygote:
             if run is None:
                 continue  # an escapee whose monitor died before it; it is dead now
             for fd in (run.setup_r, run.status_r):
-                while fd in self.by_fd and self.pipe_readable(fd):
+                # Identity, not number: a closed pipe's number may already serve a newer run.
+                while self.by_fd.get(fd) is run and self.pipe_readable(fd):
                     pass
-                if fd in self.by_fd:  # a writer outlived the monitor (killed mid-setup): stop listening
+                if self.by_fd.get(fd) is run:  # a writer outlived the monitor (killed mid-setup)
                     self.close_pipe(fd)
             if run is self.warm:
                 self.warm = None
