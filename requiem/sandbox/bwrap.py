@@ -119,22 +119,24 @@ class BwrapChild(PidfdChild):
 
     def kill_tree(self) -> None:
         if self._exit is None:
-            # Kill the namespace's init ourselves and wait for it: its death takes down every process in
-            # the namespace (setsid escapees included) before the pidfd turns readable.
-            pidfds = []
+            # Kill the namespace's init: its death takes down every process in the namespace (setsid
+            # escapees included) before its pidfd turns readable, and bwrap then reaps it and exits.
+            # Killing bwrap first would orphan the init instead.
+            inits = []
             for init in children_of(self.pid):
                 try:
-                    pidfds.append(os.pidfd_open(init))
+                    inits.append(os.pidfd_open(init))
                     os.kill(init, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            for fd in pidfds:
+            for fd in inits:
                 wait_readable(fd, 10)
                 os.close(fd)
+            if not inits or self.wait(1) is None:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         self.wait(None)
 
 
