@@ -42,7 +42,7 @@ def _string(value: Any) -> str | None:
 def _number(low: float, high: float) -> Checker:
     def check(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"must be a number between {low} and {high}"
+            return f"must be a number between {low} and {high}, not {value!r}"
         return None if low <= value <= high else f"must be between {low} and {high}, not {value}"
     return check
 
@@ -50,14 +50,14 @@ def _number(low: float, high: float) -> Checker:
 def _integer(low: int, high: int) -> Checker:
     def check(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int):
-            return f"must be an integer between {low} and {high}"
+            return f"must be an integer between {low} and {high}, not {value!r}"
         return None if low <= value <= high else f"must be between {low} and {high}, not {value}"
     return check
 
 
 def _one_of(*choices: str) -> Checker:
     def check(value: Any) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}"
+        return None if value in choices else f"must be one of {', '.join(choices)}, not {value!r}"
     return check
 
 

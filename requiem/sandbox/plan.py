@@ -76,6 +76,17 @@ def _mitigations(caps: bool, caps_evidence: str, mdwe_applied: bool, probe: dict
     return "partial", f"{base}; MDWE available but {mdwe_missing}"
 
 
+def _network(spec: LaunchSpec, evidence: str) -> State:
+    """A network namespace, and no host unix socket mounted unless the caller binds extra paths."""
+    if spec.allow_network:
+        return "unsupported", "the policy allows network"
+    if spec.readonly_paths:
+        # connect() needs no write access, so a socket file on a read-only bind still answers.
+        return "partial", (f"network namespace with only lo (probe: {evidence}), but pathname unix sockets "
+                           f"under the extra read-only paths stay connectable")
+    return "enforced", f"network namespace with only lo, host unix sockets not mounted (probe: {evidence})"
+
+
 def bwrap_plan(probe: dict[str, Any], spec: LaunchSpec) -> Plan:
     """bwrap: namespaces, the layout, caps dropped, seccomp by fd, rlimits through prlimit."""
     canary, limits = probe["bwrap"], rlimits_of(spec)
@@ -84,9 +95,7 @@ def bwrap_plan(probe: dict[str, Any], spec: LaunchSpec) -> Plan:
     seccomp = status.get("Seccomp") == "2"
     states: dict[str, State] = {
         "workspace_confinement": ("enforced", f"{_VIEW} (bwrap mount namespace; canary: {canary['evidence']})"),
-        "network_isolation": ("unsupported", "the policy allows network") if spec.allow_network else (
-            "enforced", f"network namespace with only lo, host unix sockets not mounted "
-                        f"(probe: {_ev(probe, 'netns')})"),
+        "network_isolation": _network(spec, _ev(probe, "netns")),
         "process_isolation": ("enforced", "pid namespace, --die-with-parent, killing its init ends the namespace"),
         "seccomp_bpf": ("enforced", f"deny list answers ENOSYS, foreign arch killed (canary: Seccomp 2; "
                                     f"probe: {_ev(probe, 'seccomp')})") if seccomp else (
@@ -123,11 +132,8 @@ def zygote_plan(probe: dict[str, Any], spec: LaunchSpec) -> Plan:
         states["workspace_confinement"] = ("partial", f"Landlock ABI {abi} cannot deny truncate; {no_ns}")
     else:
         states["workspace_confinement"] = ("unsupported", f"{no_ns}; Landlock: {_ev(probe, 'landlock')}")
-    if spec.allow_network:
-        states["network_isolation"] = ("unsupported", "the policy allows network")
-    elif netns:
-        states["network_isolation"] = ("enforced", f"network namespace with only lo, host unix sockets not "
-                                                   f"mounted (probe: {_ev(probe, 'netns')})")
+    if spec.allow_network or netns:
+        states["network_isolation"] = _network(spec, _ev(probe, "netns"))
     elif unix_only:
         states["network_isolation"] = ("partial", f"no network namespace ({_ev(probe, 'netns')}); seccomp allows "
                                        "only AF_UNIX sockets, but host pathname unix sockets stay reachable")

@@ -1,0 +1,38 @@
+"""The layering, proved at run time: what each entry point really imports (sys.modules)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = ("duckdb", "polars", "textual", "pyarrow", "prometheus_client", "zstandard")
+
+
+def loaded_after(code: str) -> list[str]:
+    """Run code in a fresh interpreter; return which HEAVY modules it left in sys.modules."""
+    probe = code + f"\nimport json, sys\nsys.stderr.write(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    return json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+def test_exec_run_imports_nothing_heavy(tmp_path: Path) -> None:
+    req = tmp_path / "r.json"
+    req.write_text(json.dumps({"command": "true", "workspace_root": str(tmp_path)}))
+    argv = ["--home", str(tmp_path / "h"), "exec", "run", "--request", str(req), "--out",
+            str(tmp_path / "o.json")]
+    assert loaded_after(f"from requiem.cli import main\nmain({argv!r})") == []
+
+
+def test_the_core_never_loads_ui_or_dataframes() -> None:
+    modules = ["requiem.canonical", "requiem.hashing", "requiem.cas", "requiem.contract",
+               "requiem.runner", "requiem.engines", "requiem.sandbox", "requiem.spool",
+               "requiem.proof", "requiem.diagnostics"]
+    loaded = loaded_after("\n".join(f"import {m}" for m in modules))
+    assert "textual" not in loaded and "polars" not in loaded
+
+
+def test_analytics_never_loads_the_ui() -> None:
+    code = "import importlib.util, sys\nif importlib.util.find_spec('requiem.analytics'):\n    import requiem.analytics\n"
+    assert "textual" not in loaded_after(code)
