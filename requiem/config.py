@@ -153,7 +153,8 @@ def _unknown(pointer: str, name: str, siblings: list[str]) -> dict[str, str]:
     warning = {"pointer": pointer, "message": f"unknown field {name!r} (ignored)"}
     suggestion = _suggest(name, siblings)
     if suggestion:
-        suggested = suggestion if suggestion.startswith("/") else pointer.rsplit("/", 1)[0] + "/" + suggestion
+        parent = pointer.rsplit("/", 1)[0]
+        suggested = suggestion if suggestion.startswith("/") else f"{parent}/{suggestion}"
         warning["did_you_mean"] = suggested
         warning["message"] += f"; did you mean {suggested}?"
     return warning
@@ -175,8 +176,9 @@ def validate_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     }
     if errors:
         first = errors[0]
+        where = first["pointer"] or "/"
         report["error"] = {"code": CONFIG_INVALID,
-                           "message": f"{len(errors)} error(s); first at {first['pointer'] or '/'}: "
+                           "message": f"{len(errors)} error(s); first at {where}: "
                                       f"{first['message']}"}
     return report
 

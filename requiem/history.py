@@ -4,8 +4,9 @@ DuckDB lets one process hold a database file read-write and nobody read beside i
 consumer takes `<history>.lock` (flock: exclusive to fold or write, shared to read), opens the
 database, works, and closes it. A holder that waits longer than `history.lock_timeout_s` gets
 history_busy, never a DuckDB lock error. Spool files are read before the hold, folded in one
-transaction per batch (Arrow → INSERT … SELECT, anti-joined on record_id so a record folds once),
-and deleted only after that transaction commits. Tables and columns: requiem.history_schema.
+transaction per batch (Arrow → INSERT … SELECT, anti-joined on record_id so a record folds
+once), and deleted only after that transaction commits. Tables and columns:
+requiem.history_schema.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ from typing import Any, Iterator
 
 from requiem import spool
 from requiem.errors import HISTORY_BUSY, RequiemError
-from requiem.history_schema import KINDS, SCHEMA_VERSION, check_supported, insert_statements, migrate
+from requiem.history_schema import (
+    KINDS,
+    SCHEMA_VERSION,
+    check_supported,
+    insert_statements,
+    migrate,
+)
 
 __all__ = ["SCHEMA_VERSION", "history_status", "ingest", "open_history", "record_cas_verify"]
 
@@ -155,11 +162,22 @@ def _read_batch(spool_dir: Path, names: list[str]) -> _Batch:
             if len(body) > MAX_RECORD_BYTES:
                 batch.unreadable.append((name, f"larger than {MAX_RECORD_BYTES} bytes"))
                 continue
+            if not body.isascii() and not _is_utf8(body):
+                batch.unreadable.append((name, "not UTF-8 (corrupt)"))
+                continue
             keep_name(name)
             keep_body(body)
     finally:
         os.close(dir_fd)
     return batch
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _read_rest(fd: int, head: bytes) -> bytes:
@@ -181,31 +199,32 @@ def _arrow_batch(batch: _Batch) -> Any:
     import pyarrow as pa
 
     offsets = pa.array(list(itertools.accumulate(map(len, batch.bodies), initial=0)), pa.int64())
-    # UTF-8 is not checked here: DuckDB's json_valid rejects invalid bytes, which quarantines them.
+    # Every body was checked to be UTF-8 when read; Arrow need not check it again.
     bodies = pa.LargeStringArray.from_buffers(len(batch.bodies), offsets.buffers()[1],
                                          pa.py_buffer(b"".join(batch.bodies)))
-    table = pa.table({"idx": pa.array(range(len(batch.names)), pa.int64()),
-                      "name": pa.array(batch.names, pa.string()), "body": bodies})
+    table = pa.table({"name": pa.array(batch.names, pa.string()), "body": bodies})
     # Several record batches let DuckDB parse on every thread.
     return pa.Table.from_batches(table.to_batches(max_chunksize=8192))
 
 
 _STAGE = f"""
 CREATE OR REPLACE TEMP TABLE staged AS
-SELECT idx, name, record_id, kind, recorded_at,
+SELECT name, record_id, kind, recorded_at, body,
        CASE WHEN kind = '' THEN 'unrecognised spool file name'
             WHEN NOT valid THEN 'not JSON (truncated or corrupt)'
-            WHEN envelope[1] IS DISTINCT FROM kind OR envelope[2] IS DISTINCT FROM '{spool.RECORD_SCHEMA}'
-                 OR recorded_at IS NULL
-              THEN 'wrong schema: expected kind ' || kind || ', schema {spool.RECORD_SCHEMA}, recorded_at'
+            WHEN envelope[1] IS DISTINCT FROM kind
+                 OR envelope[2] IS DISTINCT FROM '{spool.RECORD_SCHEMA}' OR recorded_at IS NULL
+              THEN 'wrong schema: not a schema-{spool.RECORD_SCHEMA} "' || kind
+                   || '" record with a recorded_at'
        END AS problem
 FROM (
   SELECT *, TRY_CAST(envelope[3] AS TIMESTAMP) AS recorded_at
   FROM (
-    SELECT *, CASE WHEN valid THEN json_extract_string(body, ['$.kind', '$.schema', '$.recorded_at'])
+    SELECT *, CASE WHEN valid
+                   THEN json_extract_string(body, ['$.kind', '$.schema', '$.recorded_at'])
               END AS envelope
     FROM (
-      SELECT idx, name, substr(name, -69, 64) AS record_id,
+      SELECT name, substr(name, -69, 64) AS record_id,
              regexp_extract(name, '{_NAME_PATTERN}', 1) AS kind,
              body, json_valid(body) AS valid
       FROM spool_batch)))
@@ -249,11 +268,17 @@ def _fold(con: Any, batch: _Batch, counts: dict[str, int]) -> None:
 
 def _settle(spool_dir: Path, batch: _Batch) -> int:
     """After the commit: delete folded files, move the unfoldable to the quarantine; count those."""
-    for name in batch.folded:
-        try:
-            os.unlink(spool_dir / name)
-        except FileNotFoundError:
-            pass
+    if not batch.folded and not batch.problems:
+        return 0
+    dir_fd = os.open(spool_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in batch.folded:
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(dir_fd)
     if not batch.problems:
         return 0
     quarantine = spool_dir / QUARANTINE
@@ -274,26 +299,35 @@ def _settle(spool_dir: Path, batch: _Batch) -> int:
     return moved
 
 
+def _fold_held(home: Any, batch: _Batch, counts: dict[str, int]) -> None:
+    with _hold(home, exclusive=True) as con:
+        _fold(con, batch, counts)
+
+
 def _fold_all(home: Any, names: list[str], counts: dict[str, int]) -> None:
-    """Fold names batch by batch; helper threads read the next batch and delete the last one
-    while DuckDB (which releases the GIL) folds the current one."""
-    from concurrent.futures import Future, ThreadPoolExecutor
+    """Fold names batch by batch, each in a hold of its own so other consumers get turns.
+
+    DuckDB releases the GIL, so while a helper thread folds one batch this thread deletes the
+    previous batch's files and reads the next one's.
+    """
+    from concurrent.futures import ThreadPoolExecutor
 
     spool_dir = Path(home.spool_dir)
     chunks = [names[i:i + BATCH_RECORDS] for i in range(0, len(names), BATCH_RECORDS)]
     if not chunks:
         return
-    settled: list[Future[int]] = []
-    with ThreadPoolExecutor(1, "spool-read") as reader, ThreadPoolExecutor(1, "spool-settle") as remover:
-        upcoming = reader.submit(_read_batch, spool_dir, chunks[0])
+    folded: _Batch | None = None
+    batch = _read_batch(spool_dir, chunks[0])
+    with ThreadPoolExecutor(1, "history-fold") as folder:
         for index in range(len(chunks)):
-            batch = upcoming.result()
-            if index + 1 < len(chunks):
-                upcoming = reader.submit(_read_batch, spool_dir, chunks[index + 1])
-            with _hold(home, exclusive=True) as con:
-                _fold(con, batch, counts)
-            settled.append(remover.submit(_settle, spool_dir, batch))
-        counts["quarantined"] += sum(f.result() for f in settled)
+            running = folder.submit(_fold_held, home, batch, counts)
+            if folded is not None:
+                counts["quarantined"] += _settle(spool_dir, folded)
+            more = index + 1 < len(chunks)
+            upcoming = _read_batch(spool_dir, chunks[index + 1]) if more else None
+            running.result()
+            folded, batch = batch, upcoming
+    counts["quarantined"] += _settle(spool_dir, folded)
 
 
 def ingest(home: Any) -> dict[str, int]:

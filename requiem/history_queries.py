@@ -93,7 +93,8 @@ def export_parquet(home: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]
                 continue
             quoted = str(target).replace("'", "''")
             # JSON as text: Parquet readers elsewhere (Polars, Spark) see a string, not bytes.
-            as_text = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in _JSON_COLUMNS.get(table, []))
+            as_text = ", ".join(f"CAST({c} AS VARCHAR) AS {c}"
+                                for c in _JSON_COLUMNS.get(table, []))
             columns = f"* REPLACE ({as_text})" if as_text else "*"
             con.execute(f"COPY (SELECT {columns}, CAST(recorded_at AS DATE) AS day FROM {table}) "
                         f"TO '{quoted}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (day), "

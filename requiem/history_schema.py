@@ -30,6 +30,7 @@ Schema version 1 (every table has `record_id` VARCHAR, the BLAKE3 id of the spoo
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from requiem.errors import INVALID_REQUEST, RequiemError
@@ -42,7 +43,8 @@ _EXECUTION_SHAPE = {
     "output_digests": "MAP(VARCHAR, VARCHAR)", "input_digests": "MAP(VARCHAR, VARCHAR)",
     "request_object": "VARCHAR", "result_object": "VARCHAR", "start_timestamp": "VARCHAR",
     "end_timestamp": "VARCHAR", "duration_ms": "DOUBLE",
-    "sandbox_applied": {"enforced": "VARCHAR[]", "partial": "VARCHAR[]", "unsupported": "VARCHAR[]"},
+    "sandbox_applied": {"enforced": "VARCHAR[]", "partial": "VARCHAR[]",
+                        "unsupported": "VARCHAR[]"},
     "determinism_confidence": {"level": "VARCHAR", "score": "DOUBLE", "reasons": "VARCHAR[]"},
     "resource_usage": {"cpu_user_s": "DOUBLE", "cpu_sys_s": "DOUBLE", "max_rss_kib": "BIGINT"},
     "dual_run": "BOOLEAN", "queue_full": "BOOLEAN",
@@ -168,7 +170,8 @@ def schema_version(con: Any) -> int:
     ).fetchall()[0][0]
     if not exists:
         return 0
-    return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0])
+    rows = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()
+    return int(rows[0][0])
 
 
 def check_supported(version: int, path: str) -> None:
@@ -207,17 +210,15 @@ def migrate(con: Any, path: str) -> int:
 
 
 def insert_statements(kind: str) -> list[str]:
-    """SQL that moves the kind's valid records in: `staged` (idx, record_id, recorded_at, kind,
-    problem) classifies the rows of `spool_batch` (idx, name, body).
+    """SQL that moves the kind's valid records in from `staged` (record_id, recorded_at, kind,
+    body, problem: NULL when the record can be folded).
 
     Rows already in the table are skipped (anti join on record_id), so folding is idempotent.
     """
-    import json
-
     table, shape, columns = KINDS[kind]
     parsed = (f"json_transform(body, '{json.dumps(shape)}') AS r" if shape else "NULL AS r")
-    source = (f"SELECT s.record_id, s.recorded_at, b.body, {parsed} FROM staged s "
-              f"JOIN spool_batch b USING (idx) ANTI JOIN {table} t USING (record_id) "
+    source = (f"SELECT s.record_id, s.recorded_at, s.body, {parsed} FROM staged s "
+              f"ANTI JOIN {table} t USING (record_id) "
               f"WHERE s.kind = '{kind}' AND s.problem IS NULL")
     names = ", ".join(name for name, _, _ in columns)
     exprs = ", ".join(expr for _, _, expr in columns)

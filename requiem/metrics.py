@@ -55,7 +55,7 @@ def _rows(con: Any, query: str) -> list[tuple[Any, ...]]:
 
 def snapshot(home: Any) -> dict[str, Any]:
     """Every number the metrics expose, read from the history in one hold."""
-    from requiem.history import SCHEMA_VERSION, open_history, quarantined_count
+    from requiem.history import open_history, quarantined_count
 
     with open_history(home) as con:
         snap = {
@@ -78,15 +78,14 @@ def snapshot(home: Any) -> dict[str, Any]:
             "mismatches": _rows(con, "SELECT category, coalesce(severity, 'unknown'), count(*) "
                                      "FROM dual_run_mismatches GROUP BY ALL ORDER BY ALL"),
         }
-    snap["schema_version"] = SCHEMA_VERSION
     snap["quarantined"] = quarantined_count(home)
     return snap
 
 
 def _build_info(core: Any) -> Any:
-    facts = hashing.status()
     from requiem.history_schema import SCHEMA_VERSION
 
+    facts = hashing.status()
     info = core.GaugeMetricFamily(
         "requiem_build_info", "Versions of this Requiem build (value is always 1).",
         labels=["version", "protocol_version", "contract_version", "cas_format_version",

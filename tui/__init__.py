@@ -1,1 +1,5 @@
-"""The Requiem operator TUI (Textual)."""
+"""The Requiem operator TUI: `requiem-tui [--home DIR] [--refresh SECONDS]`."""
+
+from requiem.tui.app import RequiemApp, main
+
+__all__ = ["RequiemApp", "main"]

@@ -11,8 +11,17 @@ from requiem.errors import EXIT_FAILED, EXIT_OK
 
 def cmd_doctor(args: argparse.Namespace) -> tuple[Any, int]:
     from requiem.diagnostics import doctor
+    from requiem.errors import CONFIG_INVALID, RequiemError
+    from requiem.home import Home
 
-    report = doctor(home_of(args))
+    try:
+        home = home_of(args)
+    except RequiemError as exc:
+        if exc.code != CONFIG_INVALID:
+            raise
+        # Doctor must still run to report the broken config as a blocker.
+        home = Home.resolve(args.home, args.cas)
+    report = doctor(home)
     return report, EXIT_OK if report["ok"] else EXIT_FAILED
 
 

@@ -39,25 +39,25 @@ _lock = threading.Lock()
 _backends: dict[str, Backend] = {}
 
 
-def _make(name: str, found: dict, reason: str) -> Backend:
+def _make(name: str, found: dict) -> Backend:
+    """A working backend of this name, its reports saying why it is the one in use."""
     from requiem.errors import SANDBOX_UNAVAILABLE, RequiemError
 
+    bwrap = found["bwrap"]
     if name == "bwrap":
-        if not found["bwrap"]["ok"]:
+        if not bwrap["ok"]:
             raise RequiemError(SANDBOX_UNAVAILABLE, f"sandbox backend 'bwrap' does not work here: "
-                                                    f"{found['bwrap']['evidence']}", backend="bwrap")
+                                                    f"{bwrap['evidence']}", backend="bwrap")
         from requiem.sandbox.bwrap import BwrapBackend
 
-        return BwrapBackend(found, reason or "asked for by name; its canary passed")
-    if name == "zygote":
-        from requiem.sandbox.zygote import ZygoteBackend
+        return BwrapBackend(found, f"bwrap canary passed ({bwrap['evidence']})")
+    from requiem.sandbox.zygote import ZygoteBackend
 
-        try:
-            return ZygoteBackend(found, reason or "asked for by name")
-        except OSError as exc:
-            raise RequiemError(SANDBOX_UNAVAILABLE, f"the zygote could not start: {exc}",
-                               backend="zygote") from exc
-    return NoneBackend(reason or "asked for by name: plain spawn, nothing enforced")
+    why = "asked for by name; bwrap works here too" if bwrap["ok"] else f"bwrap unusable ({bwrap['evidence']})"
+    try:
+        return ZygoteBackend(found, why)
+    except OSError as exc:
+        raise RequiemError(SANDBOX_UNAVAILABLE, f"the zygote could not start: {exc}", backend="zygote") from exc
 
 
 def select_backend(name: str = "auto", cache_dir: str | os.PathLike[str] | None = None) -> Backend:
@@ -72,13 +72,23 @@ def select_backend(name: str = "auto", cache_dir: str | os.PathLike[str] | None 
     if name not in BACKENDS:
         raise RequiemError(SANDBOX_UNAVAILABLE, f"unknown sandbox backend {name!r}; known: {', '.join(BACKENDS)}")
     with _lock:
-        if name not in _backends:
-            found = probe(cache_dir) if name != "none" else {}
-            real, reason = choose(found) if name == "auto" else (name, "")
-            if real not in _backends:
-                _backends[real] = _make(real, found, reason)
-            _backends[name] = _backends[real]
-        return _backends[name]
+        if name in _backends:
+            return _backends[name]
+        if name == "none":
+            _backends[name] = NoneBackend("asked for by name: plain spawn, nothing enforced")
+            return _backends[name]
+        found = probe(cache_dir)
+        real, reason = choose(found) if name == "auto" else (name, "")
+        try:
+            backend = _backends.get(real) or (NoneBackend(reason) if real == "none" else _make(real, found))
+        except RequiemError as exc:
+            if name != "auto":
+                raise
+            backend = NoneBackend(f"{reason}; but {exc.message}")  # said, not silent
+        if real != "none":
+            _backends[real] = backend
+        _backends[name] = backend
+        return backend
 
 
 def close_backends() -> None:

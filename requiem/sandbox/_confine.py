@@ -99,16 +99,12 @@ def prepare_root(ops: list[list[str]]) -> None:
 def finish_root(ops: list[list[str]]) -> None:
     """Add the run's own ops, drop the host tree, and make /newroot the root."""
     for op in ops:
-        if op[0] != "remount_ro":
-            _apply(op)
+        _apply(op)
     _linux.umount2("/oldroot", _linux.MNT_DETACH)
     os.chdir("/newroot")
     _linux.pivot_root(".", ".")
     _linux.umount2(".", _linux.MNT_DETACH)
     os.chdir("/")
-    for op in ops:
-        if op[0] == "remount_ro":
-            _linux.mount_setattr(op[1], attr_set=_linux.MOUNT_ATTR_RDONLY, recursive=False)
 
 
 def start_ruleset(steps: dict, root: str) -> _linux.Ruleset | None:

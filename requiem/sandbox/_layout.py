@@ -2,33 +2,40 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 # Only these system trees are shown: binding `/` whole would expose every pathname unix socket on the host
 # (docker.sock, dbus, ...) to a network-isolated command, and /root and /home besides.
 SYSTEM_DIRS = ("/usr", "/etc")
 ROOT_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-SCRATCH_DIRS = ("/tmp", "/var/tmp", "/run")
+SCRATCH_DIRS = ("/tmp", "/run")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
-def base_layout() -> list[list[str]]:
-    """The part every run shares: ro system dirs, root symlinks as on the host, fresh proc and dev, scratch."""
+@functools.lru_cache(maxsize=1)
+def _base() -> tuple[tuple[str, ...], ...]:
     ops = [["ro", d, d] for d in SYSTEM_DIRS if os.path.isdir(d)]
     for link in ROOT_LINKS:
         if os.path.islink(link):
             ops.append(["symlink", os.readlink(link), link])
         elif os.path.isdir(link):
             ops.append(["ro", link, link])
-    return ops + [["proc", "/proc"], ["dev", "/dev"]] + [["tmpfs", d] for d in SCRATCH_DIRS]
+    ops += [["proc", "/proc"], ["dev", "/dev"]] + [["tmpfs", d] for d in SCRATCH_DIRS]
+    return tuple(tuple(op) for op in ops)
+
+
+def base_layout() -> list[list[str]]:
+    """The part every run shares: ro system dirs, root symlinks as on the host, fresh proc and dev, scratch."""
+    return [list(op) for op in _base()]  # the host's / does not change under us: look once
 
 
 def run_layout(workspace: str, readonly_paths: tuple[str, ...] = ()) -> list[list[str]]:
-    """The part one run adds: its read-only extras and its writable workspace, then / itself read-only."""
+    """The part one run adds: its read-only extras and its writable workspace."""
     # Real paths: a source is later opened below another root, where absolute symlinks would mislead.
     ops = [["ro", real, real] for real in map(os.path.realpath, readonly_paths)]
     real_ws = os.path.realpath(workspace)
-    return ops + [["rw", real_ws, real_ws], ["remount_ro", "/"]]
+    return ops + [["rw", real_ws, real_ws]]
 
 
 def layout(workspace: str, readonly_paths: tuple[str, ...] = ()) -> list[list[str]]:

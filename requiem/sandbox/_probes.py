@@ -1,25 +1,21 @@
-"""Real attempts at each sandbox primitive, each in a throwaway child; run as `python -I -S _probes.py`.
+"""Real attempts at each sandbox primitive, each in a throwaway child of an isolated `python -I -S`."""
 
-Prints one Python literal, a list of {primitive: {"ok": bool, "evidence": str, "errno": int | None}}
-dicts. The evidence is the errno an escape attempt got (or why the primitive could not be set up).
-"""
+# main() prints one Python literal, a list of {primitive: {"ok", "evidence", "errno"}} dicts. The evidence
+# is the errno an escape attempt got (or why the primitive could not be set up at all).
 
 from __future__ import annotations
 
 import ctypes
 import errno
 import os
-import sys
 import time
 
 import _signal  # not `signal`, `shutil`, `tempfile`: their imports would double this helper's start-up
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _confine  # noqa: E402
-import _layout  # noqa: E402
-import _linux  # noqa: E402
-import _seccomp  # noqa: E402
+import _confine
+import _layout
+import _linux
+import _seccomp
 
 _PTRACE_TRACEME = 0
 
@@ -68,10 +64,10 @@ def _mount_pid_caps(workspace: str) -> dict | str:
     """The zygote's real path: namespaces, pid 1, build_root, then escapes before and after the cap drop."""
     uid, gid = os.geteuid(), os.getegid()
     try:
-        _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWPID)
+        _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWPID | _linux.CLONE_NEWNS)
         _linux.write_id_maps(uid, uid, gid, gid)
     except OSError as exc:
-        fail = _failed("unshare(NEWUSER|NEWPID)", exc)
+        fail = _failed("unshare(NEWUSER|NEWPID|NEWNS)", exc)
         return {"mountns": fail, "pidns": fail, "caps_ns": fail}
     r, w = os.pipe()
     pid = os.fork()
@@ -80,7 +76,7 @@ def _mount_pid_caps(workspace: str) -> dict | str:
         out = {}
         try:
             out["pidns"] = _result(os.getpid() == 1, f"first child's pid in the new namespace: {os.getpid()}")
-            _linux.unshare(_linux.CLONE_NEWNS | _linux.CLONE_NEWIPC | _linux.CLONE_NEWUTS)
+            _linux.unshare(_linux.CLONE_NEWIPC | _linux.CLONE_NEWUTS)
             _confine.prepare_root(_layout.base_layout())
             _confine.finish_root(_layout.run_layout(workspace))
             with open(os.path.join(workspace, "probe"), "w") as handle:
@@ -224,6 +220,3 @@ def main() -> None:
     os.rmdir(scratch)
     print("[" + ", ".join(texts) + "]")
 
-
-if __name__ == "__main__":
-    main()

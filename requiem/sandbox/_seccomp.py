@@ -58,7 +58,7 @@ def _ins(code: int, jt: int, jf: int, k: int) -> bytes:
 
 
 def build(unix_sockets_only: bool) -> bytes:
-    """Kill foreign-arch calls, deny the list with DENY_ERRNO, deny namespace clones; optionally all non-unix sockets."""
+    """Kill foreign-arch calls, deny the list and namespace clones with DENY_ERRNO, optionally non-unix sockets."""
     audit_arch, nr = _ARCHES[_ARCH]
     deny = _RET_ERRNO | DENY_ERRNO
     prog = [_ins(_LD_W_ABS, 0, 0, 4), _ins(_JEQ_K, 1, 0, audit_arch), _ins(_RET_K, 0, 0, _RET_KILL_PROCESS),

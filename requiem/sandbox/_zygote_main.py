@@ -1,12 +1,11 @@
-"""The zygote: a small `python -I -S` process that forks, confines and execs commands for the engine.
+"""The zygote: a small `python -I -S` process that forks, confines and execs commands for the engine."""
 
-With namespaces, each run has a monitor A (host pid namespace; unshares user+pid), whose child B is pid 1
-of the run: it unshares mount/ipc/uts(/net), mounts the shared part of the layout, starts the Landlock
-ruleset, and waits for its request; then it adds the run's mounts, pivots, and forks the command C. A and
-B are prepared ahead ("warm"), so a request only pays for its own part. Killing B ends the whole pid
-namespace. Without namespaces A is a subreaper and forks C itself. C confines itself and execs. Every step
-is recorded on a CLOEXEC pipe, so the engine learns what really held for this run.
-"""
+# With namespaces, each run has a monitor A (host pid namespace; unshares user+pid+mount), whose child B is
+# pid 1 of the run: it unshares ipc/uts(/net), mounts the shared part of the layout, starts the Landlock
+# ruleset, and waits for its request; then it adds the run's mounts, pivots, and forks the command C. A and
+# B are prepared ahead ("warm"), so a request only pays for its own part. Killing B ends the whole pid
+# namespace. Without namespaces A is a subreaper and forks C itself. C confines itself and execs. Every step
+# is recorded on a CLOEXEC pipe, so the engine learns what really held for this run.
 
 from __future__ import annotations
 
@@ -16,15 +15,18 @@ import os
 import select
 import signal
 import socket
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _confine  # noqa: E402
-import _layout  # noqa: E402
-import _linux  # noqa: E402
+import _confine
+import _layout
+import _linux
 
 _MAX_FD = 1 << 20
+# Written on the status pipe by the monitor once no process of the run is left (before it tears down the
+# run's mounts in its own exit, which takes milliseconds nobody needs to wait for).
+_GONE = "gone"
+# Also on the status pipe, from the monitor: the init's host pid, whose pidfd tells the zygote the moment
+# the pid namespace is empty, without waiting for the monitor to notice.
+_INIT = "init "
 _FDS = socket.CMSG_SPACE(3 * 4)
 
 
@@ -77,11 +79,15 @@ def _read_plan(fd: int) -> dict:
     return plan
 
 
+def _rusage(usage) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    return {"cpu_user_s": round(usage.ru_utime, 6), "cpu_sys_s": round(usage.ru_stime, 6),
+            "max_rss_kib": float(usage.ru_maxrss)}
+
+
 def _exit_record(status: int, usage) -> str:  # type: ignore[no-untyped-def]
     return json.dumps({"code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                       "rusage": {"cpu_user_s": round(usage.ru_utime, 6), "cpu_sys_s": round(usage.ru_stime, 6),
-                                  "max_rss_kib": float(usage.ru_maxrss)}}) + "\n"
+                       "rusage": _rusage(usage)}) + "\n"
 
 
 def _arm_pdeathsig(parent: int) -> None:
@@ -94,6 +100,8 @@ def _become(uid: int, gid: int) -> None:
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
+    # The uid change made us undumpable, which gives /proc/self to root: we could not write our id maps.
+    _linux.prctl(_linux.PR_SET_DUMPABLE, 1)
 
 
 def _command(plan: dict, io: tuple[int, int, int], steps: _Steps, ruleset: _linux.Ruleset | None) -> None:
@@ -131,6 +139,7 @@ def _init(plan: dict, io: tuple[int, int, int], steps: _Steps, status: int, rule
         try:
             pid, code, usage = os.wait4(-1, 0)
         except ChildProcessError:
+            os.write(status, f"{_GONE}\n".encode())
             os._exit(0)
         if pid == child:
             os.write(status, _exit_record(code, usage).encode())
@@ -156,24 +165,25 @@ def _warm(shape: dict, ctl: socket.socket, steps: _Steps, status: int, null: int
     if shape["run_as"]:
         uid, gid = shape["run_as"]
         steps.run("run_as", _become, uid, gid)
-    steps.run("userns", _linux.unshare, _linux.CLONE_NEWUSER | _linux.CLONE_NEWPID)
+    # The monitor joins the mount namespace too: holding it, the init dies without unmounting everything.
+    steps.run("userns", _linux.unshare, _linux.CLONE_NEWUSER | _linux.CLONE_NEWPID | _linux.CLONE_NEWNS)
     steps.run("id_maps", _linux.write_id_maps, uid, uid, gid, gid)
     steps.run("pdeathsig", _arm_pdeathsig, zygote)
     init = os.fork()
     if init == 0:
         _pid_one(shape, ctl, steps, status, null)
+    os.write(status, f"{_INIT}{init}\n".encode())
     ctl.close()
-    for fd in (steps.fd, status):
-        os.close(fd)
-    os.waitpid(init, 0)
+    os.close(steps.fd)
+    os.waitpid(init, 0)  # the init's death empties the pid namespace
+    os.write(status, f"{_GONE}\n".encode())
     os._exit(0)
 
 
 def _pid_one(shape: dict, ctl: socket.socket, steps: _Steps, status: int, null: int) -> None:
     """Role B: pid 1 of the run's namespaces."""
     steps.run("pdeathsig_init", _arm_pdeathsig, 0)
-    flags = (_linux.CLONE_NEWNS | _linux.CLONE_NEWIPC | _linux.CLONE_NEWUTS
-             | (_linux.CLONE_NEWNET if shape["netns"] else 0))
+    flags = _linux.CLONE_NEWIPC | _linux.CLONE_NEWUTS | (_linux.CLONE_NEWNET if shape["netns"] else 0)
     steps.run("namespaces", _linux.unshare, flags)
     steps.run("base_mounts", _confine.prepare_root, _layout.base_layout())
     ruleset = steps.run("landlock_rules", _confine.start_ruleset, shape, "/newroot")
@@ -197,10 +207,11 @@ class _Run:
     """The zygote's view of one run (or of a warm one, before a request takes it)."""
 
     def __init__(self, pid: int, setup_r: int, status_r: int, ctl: socket.socket | None, shape: str) -> None:
-        self.id: int | None = None
+        self.id: int | None = None  # None while warm
         self.pid, self.setup_r, self.status_r, self.ctl, self.shape = pid, setup_r, status_r, ctl, shape
+        self.init_fd = -1  # pidfd of the init (pid 1 of the run's namespace), once known
         self.setup, self.status = b"", b""
-        self.setup_closed = self.started = self.exit_sent = self.killing = False
+        self.setup_closed = self.started = self.exit_sent = self.killing = self.finished = False
 
 
 class Zygote:
@@ -281,6 +292,8 @@ class Zygote:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 os.setsid()
                 body(_Steps(setup_w), status_w, me)
+            except BaseException as exc:
+                _Steps(setup_w).failed("monitor", exc)
             finally:
                 os._exit(126)
         for fd in (setup_w, status_w):
@@ -318,7 +331,6 @@ class Zygote:
             if run is None or run.shape != shape or run.setup_closed:
                 self.discard(run)
                 run = self.prepare(shape)
-            assert run.ctl is not None
             try:
                 run.ctl.sendmsg([b"run"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
             except OSError:
@@ -342,6 +354,10 @@ class Zygote:
     def pipe_readable(self, fd: int) -> bool:
         """Take what the pipe holds; False once nothing more is to be had now."""
         run = self.by_fd[fd]
+        if fd == run.init_fd:  # the init is dead, and with it every process of the run
+            self.close_pipe(fd)
+            self.finish(run, {})
+            return False
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
@@ -357,10 +373,27 @@ class Zygote:
             run.status += data
             if not data:
                 self.close_pipe(fd)
-            elif run.status.endswith(b"\n") and not run.exit_sent:
-                run.exit_sent = True
-                self.send(run, "exit", **json.loads(run.status))
+            *lines, rest = run.status.split(b"\n")
+            run.status = rest
+            for line in lines:
+                text = line.decode()
+                if text == _GONE:
+                    self.finish(run, {})
+                elif text.startswith(_INIT):
+                    self.watch_init(run, int(text[len(_INIT):]))
+                elif not run.exit_sent:
+                    run.exit_sent = True
+                    self.send(run, "exit", **json.loads(line))
         return bool(data)
+
+    def watch_init(self, run: _Run, pid: int) -> None:
+        try:
+            run.init_fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return  # already gone: the monitor's "gone" follows
+        os.set_inheritable(run.init_fd, False)
+        self.by_fd[run.init_fd] = run
+        self.poll.register(run.init_fd, select.POLLIN)
 
     def close_pipe(self, fd: int) -> None:
         self.poll.unregister(fd)
@@ -389,28 +422,33 @@ class Zygote:
             run = self.by_pid.pop(pid, None)
             if run is None:
                 continue  # an escapee whose monitor died before it; it is dead now
-            for fd in (run.setup_r, run.status_r):
-                # Identity, not number: a closed pipe's number may already serve a newer run.
-                while self.by_fd.get(fd) is run and self.pipe_readable(fd):
-                    pass
-                if self.by_fd.get(fd) is run:  # a writer outlived the monitor (killed mid-setup)
-                    self.close_pipe(fd)
             if run is self.warm:
                 self.warm = None
             self.discard(run)
-            if run.id is None:
-                continue
-            del self.runs[run.id]
-            if not run.setup_closed:
-                run.setup_closed = True
-                self.setup_done(run)
-            if run.started and not run.exit_sent:
-                # The init died before the command reported: only a SIGKILL (ours, or the
-                # kernel's pid-namespace teardown) gets there.
-                run.exit_sent = True
-                self.send(run, "exit", code=None, signal=signal.SIGKILL,
-                          rusage=json.loads(_exit_record(status, usage))["rusage"])
-            self.send(run, "reaped")
+            self.finish(run, _rusage(usage))
+            for fd in (run.setup_r, run.status_r, run.init_fd):
+                # Identity, not number: a closed fd's number may already serve a newer run.
+                if self.by_fd.get(fd) is run:  # a writer outlived the monitor (killed mid-setup)
+                    self.close_pipe(fd)
+
+    def finish(self, run: _Run, rusage: dict) -> None:
+        """No process of the run is left: say so once, after the events that must come first."""
+        if run.id is None or run.finished:
+            return
+        run.finished = True
+        del self.runs[run.id]
+        for fd in (run.setup_r, run.status_r):  # what was written before the end comes first
+            while self.by_fd.get(fd) is run and self.pipe_readable(fd):
+                pass
+        if not run.setup_closed:
+            run.setup_closed = True
+            self.setup_done(run)
+        if run.started and not run.exit_sent:
+            # The init died before the command reported: only a SIGKILL (ours, or the
+            # kernel's pid-namespace teardown) gets there.
+            run.exit_sent = True
+            self.send(run, "exit", code=None, signal=signal.SIGKILL, rusage=rusage)
+        self.send(run, "reaped")
 
     def kill_pass(self, run: _Run) -> None:
         """SIGKILL every descendant of the run's monitor, then the monitor once nothing is left under it."""
@@ -452,6 +490,3 @@ def _descendants(pid: int) -> list[int]:
         stack += kids
     return found
 
-
-if __name__ == "__main__":
-    Zygote(int(sys.argv[1])).serve()

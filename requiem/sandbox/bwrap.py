@@ -16,32 +16,38 @@ from typing import Any
 from requiem.sandbox import _layout, _seccomp
 from requiem.sandbox.base import Exit, LaunchSpec, SandboxReport
 from requiem.sandbox.plan import bwrap_plan
-from requiem.sandbox.proc import PidfdChild, children_of, wait_readable
+from requiem.sandbox.proc import PidfdChild, become_subreaper, wait_readable
 
 _PRLIMIT = {"CPU": "--cpu", "AS": "--as", "NOFILE": "--nofile", "FSIZE": "--fsize", "CORE": "--core",
             "NPROC": "--nproc"}
 _OPS = {"ro": "--ro-bind", "rw": "--bind", "symlink": "--symlink", "tmpfs": "--tmpfs", "proc": "--proc",
-        "dev": "--dev", "remount_ro": "--remount-ro"}
+        "dev": "--dev"}
 _CLEAN_CAPS = "0000000000000000"
 
 
-def build_argv(tools: dict[str, str | None], spec: LaunchSpec, limits: dict[str, int], seccomp_fd: int | None,
-               sync_fds: tuple[int, int] | None = None) -> list[str]:
+def _switches_uid(spec: LaunchSpec) -> bool:
+    return bool(spec.run_as) and spec.run_as != (os.geteuid(), os.getegid())
+
+
+def build_argv(tools: dict[str, str | None], spec: LaunchSpec, ops: list[list[str]], limits: dict[str, int],
+               seccomp_fd: int | None, sync_fds: tuple[int, int] | None = None) -> list[str]:
     """[prlimit --] [setpriv --] bwrap <namespaces> <layout> -- command; the one place bwrap flags are chosen."""
     argv: list[str] = []
     if limits:  # rlimits without preexec_fn: prlimit sets them on itself, then execs the rest
         argv += [str(tools["prlimit"]), *(f"{_PRLIMIT[k]}={v}:{v}" for k, v in limits.items()), "--"]
-    if spec.run_as and spec.run_as != (os.geteuid(), os.getegid()):
-        uid, gid = spec.run_as
+    if _switches_uid(spec):
+        uid, gid = spec.run_as  # type: ignore[misc]
         argv += [str(tools["setpriv"]), f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
     # As uid 0, bwrap keeps every capability unless told to drop them (bubblewrap #561, #287).
     argv += [str(tools["bwrap"]), "--unshare-all", "--unshare-user", "--cap-drop", "ALL",
-             "--die-with-parent", "--new-session", "--disable-userns"]
+             "--die-with-parent", "--new-session"]
+    if seccomp_fd is None:  # our filter already denies unshare and clone(CLONE_NEWUSER)
+        argv.append("--disable-userns")
     if spec.allow_network:
         argv.append("--share-net")
     if spec.hostname:
         argv += ["--hostname", spec.hostname]
-    for op in _layout.layout(spec.workspace, spec.readonly_paths):
+    for op in ops:
         argv += [_OPS[op[0]], *op[1:]]
     argv += ["--chdir", os.path.realpath(spec.cwd)]
     if seccomp_fd is not None:
@@ -61,30 +67,37 @@ def _seccomp_pipe(program: bytes) -> int:
 
 
 def canary(tools: dict[str, str | None]) -> dict[str, Any]:
-    """Run `cat /proc/self/status` through build_argv: bwrap must exit 0 with no capabilities left."""
+    """Run `cat /proc/self/status` through launch(), as every run goes: it must exit 0 with no capabilities."""
     if not tools.get("bwrap"):
         return {"ok": False, "evidence": "bwrap not found on PATH"}
     cat = shutil.which("cat", path="/usr/bin:/bin") or "/bin/cat"
     workspace = tempfile.mkdtemp(prefix="requiem-canary-")
-    seccomp_fd = _seccomp_pipe(_seccomp.build(False)) if _seccomp.supported() else None
-    spec = LaunchSpec(cat, ["cat", "/proc/self/status"], {}, workspace, workspace, 1, 2)
-    limits = {"CORE": 0} if tools.get("prlimit") else {}
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    spec = LaunchSpec(cat, ["cat", "/proc/self/status"], {}, workspace, workspace, out_w, err_w)
+    program = _seccomp.build(False) if _seccomp.supported() else None
     try:
-        done = subprocess.run(build_argv(tools, spec, limits, seccomp_fd), capture_output=True, timeout=10,
-                              pass_fds=() if seccomp_fd is None else (seccomp_fd,), cwd="/", env={})
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"ok": False, "evidence": f"bwrap canary could not run: {exc}"}
+        child = launch(tools, spec, {"CORE": 0}, program)
+    except OSError as exc:
+        child = None
+        failure = f"bwrap could not start: {exc}"
     finally:
-        if seccomp_fd is not None:
-            os.close(seccomp_fd)
-        shutil.rmtree(workspace, ignore_errors=True)
-    status = {k: v.strip() for k, _, v in (line.partition(":") for line in done.stdout.decode().splitlines())
+        os.close(out_w)
+        os.close(err_w)
+    with os.fdopen(out_r, "rb") as out, os.fdopen(err_r, "rb") as err:
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    shutil.rmtree(workspace, ignore_errors=True)
+    if child is None:
+        return {"ok": False, "evidence": f"{failure}; {stderr.strip()[-200:]}"}
+    child.kill_tree()
+    exit = child.wait(None)
+    status = {k: v.strip() for k, _, v in (line.partition(":") for line in stdout.splitlines())
               if k in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp")}
-    ok = done.returncode == 0 and status.get("CapEff") == status.get("CapBnd") == _CLEAN_CAPS
+    ok = exit.exit_code == 0 and status.get("CapEff") == status.get("CapBnd") == _CLEAN_CAPS
     facts = " ".join(f"{k} {v}" for k, v in sorted(status.items()))
-    stderr = done.stderr.decode(errors="replace").strip().splitlines()
-    return {"ok": ok, "status": status,
-            "evidence": f"exit {done.returncode}; {facts or (stderr[-1] if stderr else 'no output')}"}
+    lines = stderr.strip().splitlines()
+    return {"ok": ok, "status": status, "evidence": f"exit {exit.exit_code} signal {exit.signal}; "
+                                                    f"{facts or (lines[-1] if lines else 'no output')}"}
 
 
 def _read_info(fd: int) -> int:
@@ -109,35 +122,104 @@ def _check_namespaces(init: int, spec: LaunchSpec) -> None:
 class BwrapChild(PidfdChild):
     """bwrap's own process; the command runs under bwrap's init, pid 1 of a fresh pid namespace."""
 
-    def _decode(self, status: int, rusage: dict[str, float]) -> Exit:
-        exit = super()._decode(status, rusage)
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        super().__init__(popen)
+        self.init: tuple[int, int] | None = None  # (pid, pidfd) of bwrap's init, once bwrap reports it
+
+    def _exit_of(self, status: int, usage: object) -> Exit:
+        # bwrap exits as soon as the command does; its init, which reaped the command, dies of
+        # --die-with-parent a moment later (~0.3 ms), taking setsid escapees with it. Its pidfd turns
+        # readable only once the pid namespace is empty; then, re-parented to us (a subreaper), it is
+        # ours to reap, and its rusage is the command's (bwrap's own is not).
+        if self.init is not None:
+            pid, pidfd = self.init
+            wait_readable(pidfd, 10)
+            try:
+                reaped, _, init_usage = os.wait4(pid, os.WNOHANG)
+                usage = init_usage if reaped else usage
+            except ChildProcessError:
+                pass  # bwrap reaped it (we killed it first), and bwrap's rusage includes it
+            os.close(pidfd)
+            self.init = None
+        exit = super()._exit_of(status, usage)
         # bwrap reports a command killed by signal N as exit 128+N, as shells do; unfold it so that
         # every backend reports a signal death the same way.
         if exit.exit_code is not None and 128 < exit.exit_code < 128 + signal.NSIG:
-            return Exit(None, exit.exit_code - 128, rusage)
+            return Exit(None, exit.exit_code - 128, exit.rusage)
         return exit
 
     def kill_tree(self) -> None:
-        if self._exit is None:
-            # Kill the namespace's init: its death takes down every process in the namespace (setsid
-            # escapees included) before its pidfd turns readable, and bwrap then reaps it and exits.
-            # Killing bwrap first would orphan the init instead.
-            inits = []
-            for init in children_of(self.pid):
-                try:
-                    inits.append(os.pidfd_open(init))
-                    os.kill(init, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            for fd in inits:
-                wait_readable(fd, 10)
-                os.close(fd)
-            if not inits or self.wait(1) is None:
-                try:
-                    os.kill(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        self.wait(None)
+        """Kill bwrap's init: its death empties the pid namespace, and bwrap exits after it."""
+        if self.init is not None:
+            try:
+                signal.pidfd_send_signal(self.init[1], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.wait(2) is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.wait(None)
+
+
+def _check_runnable(tools: dict[str, str | None], spec: LaunchSpec, ops: list[list[str]]) -> None:
+    """bwrap's own failures look like the command's exit 1: catch the predictable ones first."""
+    for path in (spec.workspace, *spec.readonly_paths, spec.cwd):
+        if not os.path.exists(path):
+            raise FileNotFoundError(errno.ENOENT, "no such path to bind or enter", path)
+    for what, path in (("executable", spec.executable), ("cwd", spec.cwd)):
+        if not _layout.visible(path, ops):
+            raise FileNotFoundError(errno.ENOENT, f"{what} is not visible inside the sandbox "
+                                                  f"(bind it with readonly_paths)", path)
+    if not os.path.isfile(spec.executable):
+        raise FileNotFoundError(errno.ENOENT, "no such executable", spec.executable)
+    if not os.access(spec.executable, os.X_OK):
+        raise PermissionError(errno.EACCES, "executable is not executable", spec.executable)
+    if _switches_uid(spec) and (os.geteuid() != 0 or not tools.get("setpriv") or not tools.get("prlimit")):
+        raise PermissionError(errno.EPERM, "run_as needs root, setpriv and prlimit", str(spec.run_as))
+
+
+def launch(tools: dict[str, str | None], spec: LaunchSpec, limits: dict[str, int],
+           program: bytes | None) -> BwrapChild:
+    """Start bwrap; while it waits on --block-fd, set its init's rlimits and check its namespaces; release it."""
+    become_subreaper()  # bwrap's init outlives bwrap briefly: it must come back to us, not to pid 1
+    ops = _layout.layout(spec.workspace, spec.readonly_paths)
+    _check_runnable(tools, spec, ops)
+    # We may prlimit bwrap's init ourselves (same uid) while it waits, which saves the exec of prlimit(1);
+    # under run_as it is another uid and we lack CAP_SYS_RESOURCE, so prlimit(1) wraps bwrap instead.
+    wrapped = limits if _switches_uid(spec) else {}
+    seccomp_fd = None if program is None else _seccomp_pipe(program)
+    info_r, info_w = os.pipe2(os.O_CLOEXEC)
+    block_r, block_w = os.pipe2(os.O_CLOEXEC)
+    passed = [info_w, block_r] + ([] if seccomp_fd is None else [seccomp_fd])
+    try:
+        popen = subprocess.Popen(
+            build_argv(tools, spec, ops, wrapped, seccomp_fd, (info_w, block_r)),
+            stdin=subprocess.DEVNULL, stdout=spec.stdout_fd, stderr=spec.stderr_fd, env=spec.env,
+            cwd="/", umask=spec.umask, close_fds=True, start_new_session=True, pass_fds=passed)
+    except BaseException:
+        os.close(info_r)
+        os.close(block_w)
+        raise
+    finally:
+        for fd in passed:
+            os.close(fd)
+    child = BwrapChild(popen)
+    try:
+        init = _read_info(info_r)
+        child.init = (init, os.pidfd_open(init))
+        for name, value in ({} if wrapped else limits).items():
+            resource.prlimit(init, getattr(resource, "RLIMIT_" + name), (value, value))
+        _check_namespaces(init, spec)
+        os.write(block_w, b"go")
+    except BaseException:
+        child.kill_tree()
+        raise
+    finally:
+        os.close(info_r)
+        os.close(block_w)
+    return child
 
 
 class BwrapBackend:
@@ -148,57 +230,14 @@ class BwrapBackend:
     def __init__(self, probe: dict[str, Any], reason: str = "") -> None:
         self._probe, self.reason = probe, reason
         self._tools = probe["tools"]
-        self._program = _seccomp.build(False) if _seccomp.supported() else b""
+        self._program = _seccomp.build(False) if _seccomp.supported() else None
 
     def report(self, spec: LaunchSpec) -> SandboxReport:
         return dataclasses.replace(bwrap_plan(self._probe, spec).report, backend_reason=self.reason)
 
     def spawn(self, spec: LaunchSpec) -> BwrapChild:
         plan = bwrap_plan(self._probe, spec)
-        self._check_runnable(spec)
-        # As root we may prlimit bwrap's init ourselves (same uid) while it waits on --block-fd, which
-        # saves the exec of prlimit(1); under run_as it is another uid, so prlimit(1) wraps bwrap instead.
-        wrapped = plan.rlimits if spec.run_as else {}
-        seccomp_fd = _seccomp_pipe(self._program) if plan.seccomp else None
-        info_r, info_w = os.pipe2(os.O_CLOEXEC)
-        block_r, block_w = os.pipe2(os.O_CLOEXEC)
-        passed = [info_w, block_r] + ([] if seccomp_fd is None else [seccomp_fd])
-        try:
-            popen = subprocess.Popen(
-                build_argv(self._tools, spec, wrapped, seccomp_fd, (info_w, block_r)),
-                stdin=subprocess.DEVNULL, stdout=spec.stdout_fd, stderr=spec.stderr_fd, env=spec.env,
-                cwd="/", umask=spec.umask, close_fds=True, start_new_session=True, pass_fds=passed)
-        finally:
-            for fd in passed:
-                os.close(fd)
-        child = BwrapChild(popen)
-        try:
-            init = _read_info(info_r)
-            if not spec.run_as:
-                for name, value in plan.rlimits.items():
-                    resource.prlimit(init, getattr(resource, "RLIMIT_" + name), (value, value))
-            _check_namespaces(init, spec)
-            os.write(block_w, b"go")
-        except BaseException:
-            child.kill_tree()
-            raise
-        finally:
-            os.close(info_r)
-            os.close(block_w)
-        return child
-
-    def _check_runnable(self, spec: LaunchSpec) -> None:
-        """bwrap's own failures look like the command's exit 1: catch the predictable ones first."""
-        ops = _layout.layout(spec.workspace, spec.readonly_paths)
-        for what, path in (("executable", spec.executable), ("cwd", spec.cwd)):
-            if not _layout.visible(path, ops):
-                raise FileNotFoundError(errno.ENOENT, f"{what} is not visible inside the sandbox "
-                                                      f"(bind it with readonly_paths)", path)
-        if not os.access(spec.executable, os.X_OK):
-            raise PermissionError(errno.EACCES, "executable is not executable", spec.executable)
-        if spec.run_as and spec.run_as != (os.geteuid(), os.getegid()):
-            if os.geteuid() != 0 or not self._tools.get("setpriv"):
-                raise PermissionError(errno.EPERM, "run_as needs root and setpriv", str(spec.run_as))
+        return launch(self._tools, spec, plan.rlimits, self._program if plan.seccomp else None)
 
     def close(self) -> None:
         pass

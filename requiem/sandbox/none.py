@@ -7,28 +7,19 @@ import signal
 import subprocess
 
 from requiem.sandbox.base import LaunchSpec, SandboxReport
-from requiem.sandbox.proc import PidfdChild, become_subreaper, children_of, descendants
+from requiem.sandbox.proc import PidfdChild, adopted, become_subreaper, descendants
 
 __all__ = ["NoneBackend", "PlainChild", "become_subreaper"]
-
-_live_children: set[int] = set()
 
 
 class PlainChild(PidfdChild):
     """A command started with a bare spawn in its own session."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        super().__init__(popen)
-        _live_children.add(self.pid)
-
-    def _on_exit(self) -> None:
-        _live_children.discard(self.pid)
-
     def kill_tree(self) -> None:
         running = self._exit is None
         victims = [self.pid, *descendants(self.pid)] if running else []
         # Orphans re-parented to us (we are a subreaper) that belong to no live run of ours.
-        orphans = [p for p in children_of(os.getpid()) if p not in _live_children and p != self.pid]
+        orphans = [p for p in adopted() if p != self.pid]
         for orphan in orphans:
             victims += [orphan, *descendants(orphan)]
         try:

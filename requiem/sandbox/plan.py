@@ -43,8 +43,8 @@ def _ev(probe: dict[str, Any], name: str) -> str:
 def rlimits_of(spec: LaunchSpec) -> dict[str, int]:
     """The requested limits, clamped to this process's hard limits (root here lacks CAP_SYS_RESOURCE)."""
     limits = {}
-    for field, name in _RLIMITS:
-        value = getattr(spec.rlimits, field)
+    for attr, name in _RLIMITS:
+        value = getattr(spec.rlimits, attr)
         if value is not None:
             hard = resource.getrlimit(getattr(resource, "RLIMIT_" + name))[1]
             limits[name] = value if hard == resource.RLIM_INFINITY else min(value, hard)
@@ -91,7 +91,8 @@ def bwrap_plan(probe: dict[str, Any], spec: LaunchSpec) -> Plan:
     """bwrap: namespaces, the layout, caps dropped, seccomp by fd, rlimits through prlimit."""
     canary, limits = probe["bwrap"], rlimits_of(spec)
     status = canary.get("status", {})
-    prlimit = bool(probe["tools"].get("prlimit")) and _ok(probe, "rlimits")
+    # prlimit(2) on bwrap's init, or prlimit(1) around bwrap under run_as
+    prlimit = _ok(probe, "rlimits") and (not spec.run_as or bool(probe["tools"].get("prlimit")))
     seccomp = status.get("Seccomp") == "2"
     states: dict[str, State] = {
         "workspace_confinement": ("enforced", f"{_VIEW} (bwrap mount namespace; canary: {canary['evidence']})"),
@@ -104,8 +105,9 @@ def bwrap_plan(probe: dict[str, Any], spec: LaunchSpec) -> Plan:
             "unsupported", f"canary: {canary['evidence']}"),
         "process_mitigations": _mitigations(True, f"canary: {canary['evidence']}", False, probe,
                                             "bwrap cannot apply it (use the zygote with mdwe)"),
-        "rlimits": _rlimits(prlimit, f"prlimit: {probe['tools'].get('prlimit') or 'not on PATH'}; "
-                                     f"{_ev(probe, 'rlimits')}", limits, command_uid(spec), _ev(probe, "rlimits")),
+        "rlimits": _rlimits(prlimit, f"{_ev(probe, 'rlimits')}; prlimit(1), needed under run_as: "
+                                     f"{probe['tools'].get('prlimit') or 'not on PATH'}",
+                            limits, command_uid(spec), _ev(probe, "rlimits")),
     }
     return Plan(SandboxReport.from_states(states, "bwrap"), namespaces=True, netns=not spec.allow_network,
                 seccomp=seccomp, drop_caps=True, rlimits=limits if prlimit else {})
@@ -161,11 +163,13 @@ def zygote_plan(probe: dict[str, Any], spec: LaunchSpec) -> Plan:
     caps_name = "caps_ns" if ns else "caps_flat"
     states["process_mitigations"] = _mitigations(caps, _ev(probe, caps_name), mdwe, probe,
                                                  "not requested (opt-in: it breaks JIT runtimes)")
-    states["rlimits"] = _rlimits(bool(limits) or _ok(probe, "rlimits"), _ev(probe, "rlimits"), limits,
-                                 command_uid(spec), _ev(probe, "rlimits"))
+    states["rlimits"] = _rlimits(_ok(probe, "rlimits"), _ev(probe, "rlimits"), limits, command_uid(spec),
+                                 _ev(probe, "rlimits"))
+    # The steps the zygote must report done for this run, or the spawn is refused (see ZygoteBackend.spawn).
     required = ["pdeathsig", "no_new_privs", "rlimits", "exec"]
     required += ["userns", "id_maps", "namespaces", "base_mounts", "mounts"] if ns else ["subreaper"]
-    required += ["landlock_rules", "landlock_workspace", "landlock"] * bool(abi) + ["drop_caps"] * caps + ["mdwe"] * mdwe + ["seccomp"] * seccomp
+    required += ["landlock_rules", "landlock_workspace", "landlock"] * bool(abi)
+    required += ["drop_caps"] * caps + ["mdwe"] * mdwe + ["seccomp"] * seccomp
     required += ["run_as"] * bool(spec.run_as) + ["hostname"] * bool(ns and spec.hostname)
     return Plan(SandboxReport.from_states(states, "zygote"), namespaces=ns, netns=netns, landlock_abi=abi,
                 seccomp=seccomp, unix_sockets_only=unix_only, drop_caps=caps, mdwe=mdwe, rlimits=limits,

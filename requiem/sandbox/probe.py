@@ -1,34 +1,30 @@
-"""What this machine can really do: every primitive tried in a throwaway child, with the errno as evidence.
+"""What this machine can really do: every primitive tried in a throwaway child, with the errno as evidence."""
 
-The attempts run in a `python -I -S` helper (never a fork of the engine) while the bwrap canary runs beside
-it; together about 25 ms here. The result is cached for the process, and, when the caller names a cache
-directory, in a file keyed by everything the answer depends on that can be read cheaply: kernel, boot,
-our uid, the seccomp/NNP/capability state we were started in, the user namespace we live in, the userns
-sysctls, the LSM list, and the identity of bwrap, prlimit, setpriv and the probe code itself. A stale
-entry can only over-claim until the per-run checks catch it: the zygote refuses to exec when a planned
-step fails, and a broken bwrap fails the run instead of running it weaker. Entries also expire.
-"""
+# The attempts run in a `python -I -S` helper (never a fork of the engine) while the bwrap canary runs
+# beside it: about 30 ms on this machine when idle. That is paid once per process; a caller that names a
+# cache directory (health, exec run) also keeps the answer in a file, keyed by everything it depends on
+# that can be read cheaply: kernel, boot, our uids, the seccomp/NNP/capability state we were started in,
+# the user namespace we live in, the userns sysctls, the LSM list, and the identity of bwrap, prlimit,
+# setpriv and of the probe code. A stale entry could only over-claim until a run shows otherwise, and runs
+# do: the zygote refuses to exec when a planned step fails, bwrap runs are checked per run (namespaces)
+# and fail rather than run weaker. Entries expire after ten minutes all the same.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import os
-import shutil
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from requiem.sandbox import bwrap
 from requiem.sandbox.base import LaunchSpec, SandboxReport
 from requiem.sandbox.plan import bwrap_plan, choose, zygote_plan
+from requiem.sandbox.proc import helper_argv
 
 _HERE = Path(__file__).parent
-_HELPER = _HERE / "_probes.py"
 _CACHE_FILE = "sandbox-probe.json"
 _CACHE_TTL_S = 600
 _KEY_FILES = ("/proc/sys/kernel/random/boot_id", "/proc/sys/user/max_user_namespaces",
@@ -63,9 +59,23 @@ def _cache_key(tools: dict[str, str | None]) -> list[str]:
             *(_stat(path) for path in tools.values()), *code]
 
 
+def _which(name: str) -> str | None:
+    """shutil.which without importing shutil (and fnmatch and re): health must start fast."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(folder or ".", name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
 def _run(tools: dict[str, str | None]) -> dict[str, Any]:
+    import ast
+    import subprocess
+
+    from requiem.sandbox import bwrap
+
     started = time.perf_counter()
-    helper = subprocess.Popen([sys.executable, "-I", "-S", str(_HELPER)], stdin=subprocess.DEVNULL,
+    helper = subprocess.Popen(helper_argv("_probes", "main()"), stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", start_new_session=True)
     canary = bwrap.canary(tools)  # meanwhile
     out, err = helper.communicate(timeout=30)
@@ -88,7 +98,7 @@ def probe(cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     with _lock:
         if _cached is not None:
             return _cached
-        tools = {name: shutil.which(name) for name in ("bwrap", "prlimit", "setpriv")}
+        tools = {name: _which(name) for name in ("bwrap", "prlimit", "setpriv")}
         key = _cache_key(tools)
         path = Path(cache_dir) / _CACHE_FILE if cache_dir else None
         if path is not None:

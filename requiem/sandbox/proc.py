@@ -6,7 +6,9 @@ import ctypes
 import os
 import select
 import subprocess
+import sys
 import threading
+from pathlib import Path
 
 from requiem.sandbox.base import Exit
 
@@ -23,6 +25,29 @@ def become_subreaper() -> bool:
             libc = ctypes.CDLL(None, use_errno=True)
             _subreaper_set = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
         return _subreaper_set
+
+
+_own: set[int] = set()  # our direct children that some backend waits for; other children are adopted orphans
+
+
+def own(pid: int) -> None:
+    _own.add(pid)
+
+
+def disown(pid: int) -> None:
+    _own.discard(pid)
+
+
+def adopted() -> list[int]:
+    """Children of this process no backend waits for: orphans re-parented to us as a subreaper."""
+    return [pid for pid in children_of(os.getpid()) if pid not in _own]
+
+
+def helper_argv(module: str, call: str, *args: str) -> list[str]:
+    """Run one of this package's stdlib-only `_` modules in an isolated `python -I -S` (imported, so cached)."""
+    here = str(Path(__file__).parent)
+    return [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {here!r}); import {module}; "
+                                             f"{module}.{call}", *args]
 
 
 def children_of(pid: int) -> list[int]:
@@ -68,6 +93,7 @@ class PidfdChild:
         self._exit: Exit | None = None
         self._pidfd = os.pidfd_open(self.pid)
         self._lock = threading.Lock()
+        own(self.pid)
 
     def wait(self, timeout_s: float | None) -> Exit | None:
         """Wait up to timeout_s for the child to end; None if it is still running."""
@@ -79,14 +105,11 @@ class PidfdChild:
             _, status, usage = os.wait4(self.pid, 0)
             self._popen.returncode = status  # keep Popen from reaping a pid that is no longer ours
             os.close(self._pidfd)
-            self._exit = self._decode(status, rusage_dict(usage))
-            self._on_exit()
+            disown(self.pid)
+            self._exit = self._exit_of(status, usage)
             return self._exit
 
-    def _decode(self, status: int, rusage: dict[str, float]) -> Exit:
+    def _exit_of(self, status: int, usage: object) -> Exit:
         if os.WIFSIGNALED(status):
-            return Exit(None, os.WTERMSIG(status), rusage)
-        return Exit(os.WEXITSTATUS(status), None, rusage)
-
-    def _on_exit(self) -> None:
-        """Hook for subclasses that track live children."""
+            return Exit(None, os.WTERMSIG(status), rusage_dict(usage))
+        return Exit(os.WEXITSTATUS(status), None, rusage_dict(usage))

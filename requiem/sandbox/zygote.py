@@ -1,9 +1,8 @@
-"""The zygote backend: the engine talks to one `python -I -S` helper that forks, confines and execs for it.
+"""The zygote backend: the engine talks to one `python -I -S` helper that forks, confines and execs for it."""
 
-The engine never forks (its fork would copy all its memory, and preexec_fn is unsafe with threads): it
-sends each command over an AF_UNIX SOCK_SEQPACKET socketpair, with the stdout/stderr fds and the plan in a
-memfd passed by SCM_RIGHTS. A reader thread routes the helper's events to the children they belong to.
-"""
+# The engine never forks (its fork would copy all its memory, and preexec_fn is unsafe with threads): it
+# sends each command over an AF_UNIX SOCK_SEQPACKET socketpair, with the stdout/stderr fds and the plan in a
+# memfd passed by SCM_RIGHTS. A reader thread routes the helper's events to the children they belong to.
 
 from __future__ import annotations
 
@@ -16,23 +15,20 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from requiem.sandbox import _layout
 from requiem.sandbox.base import Exit, LaunchSpec, SandboxReport
 from requiem.sandbox.plan import Plan, zygote_plan
-
-_HELPER = Path(__file__).with_name("_zygote_main.py")
+from requiem.sandbox.proc import disown, helper_argv, own
 
 
 class ZygoteChild:
     """A command the zygote started; its events arrive through the backend's reader thread."""
 
     def __init__(self, backend: "ZygoteBackend", run_id: int) -> None:
-        self.pid = -1
+        self.pid = -1  # the run's monitor (the command itself may live in a pid namespace of its own)
         self.steps: list[list[Any]] = []
         self._backend, self._id = backend, run_id
         self._started, self._exited, self._reaped = threading.Event(), threading.Event(), threading.Event()
@@ -97,11 +93,13 @@ class ZygoteBackend:
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             # vfork path, no preexec_fn; a session of its own keeps terminal signals away from it.
-            self._proc = subprocess.Popen([sys.executable, "-I", "-S", str(_HELPER), str(theirs.fileno())],
+            self._proc = subprocess.Popen(helper_argv("_zygote_main", "Zygote(int(sys.argv[1])).serve()",
+                                                      str(theirs.fileno())),
                                           pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, cwd="/", start_new_session=True)
         finally:
             theirs.close()
+        own(self._proc.pid)
         self._alive = True
         self._reader = threading.Thread(target=self._read_events, name="requiem-zygote-reader", daemon=True)
         self._reader.start()
@@ -119,10 +117,15 @@ class ZygoteBackend:
                 if not self._alive:
                     raise OSError(errno.EPIPE, "the zygote is not running")
                 self._children[child._id] = child
-            with self._send_lock:
-                self._sock.sendmsg([json.dumps({"op": "spawn", "id": child._id}).encode()],
-                                   [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                     array.array("i", [memfd, spec.stdout_fd, spec.stderr_fd]))])
+            try:
+                with self._send_lock:
+                    self._sock.sendmsg([json.dumps({"op": "spawn", "id": child._id}).encode()],
+                                       [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                         array.array("i", [memfd, spec.stdout_fd, spec.stderr_fd]))])
+            except OSError:
+                with self._lock:
+                    self._children.pop(child._id, None)
+                raise
         finally:
             os.close(memfd)
         child.wait_started()
@@ -169,12 +172,13 @@ class ZygoteBackend:
             orphans, self._children = list(self._children.values()), {}
         for child in orphans:
             child.lost()
+        self._proc.wait()
+        disown(self._proc.pid)
 
     def close(self) -> None:
         """Closing our end makes the zygote kill whatever still runs and exit."""
         with self._lock:
             self._alive = False
         self._sock.shutdown(socket.SHUT_RDWR)
-        self._proc.wait()
         self._reader.join()
         self._sock.close()

@@ -1,8 +1,7 @@
-"""Escape attempts run inside a sandbox (by the system python3); prints {attempt: "ALLOWED" | errno name}.
+"""Escape attempts run inside a sandbox by the system python3: `attack.py ACTION [ARGS...]`."""
 
-Usage: attack.py ACTION [ARGS...]. Each action tries real things and reports what the kernel said; the
-tests decide what must have failed, and check the host side too.
-"""
+# Prints {attempt: "ALLOWED" | errno name}: what the kernel said. The tests decide what must have failed,
+# and check the host side too.
 
 import ctypes
 import errno
@@ -39,8 +38,11 @@ def write(path, mode="w"):
         handle.write("escape")
 
 
-def fs(ws, outside, home):
-    """Writes everywhere but the workspace; `outside` holds existing.txt and is bound read-only when visible."""
+def fs(ws, outside, home, system="1"):
+    """Writes everywhere but the workspace; `outside` holds existing.txt and is bound read-only when visible.
+
+    system="0" leaves /etc, /usr, /tmp and home alone: for runs where the escape is expected to work.
+    """
     existing = os.path.join(outside, "existing.txt")
     attempt("create_outside", lambda: write(os.path.join(outside, "new.txt")))
     attempt("create_beside_workspace", lambda: write(os.path.join(ws, "..", "beside.txt")))
@@ -51,11 +53,12 @@ def fs(ws, outside, home):
     attempt("rename_out_of_workspace", lambda: os.rename(os.path.join(ws, "moveme"), os.path.join(outside, "moved")))
     attempt("symlink_outside", lambda: os.symlink("/etc/passwd", os.path.join(outside, "link")))
     attempt("hardlink_outside", lambda: os.link(os.path.join(ws, "moveme"), os.path.join(outside, "hard")))
-    attempt("write_etc", lambda: write("/etc/requiem-escape"))
-    attempt("write_usr", lambda: write("/usr/requiem-escape"))
-    attempt("write_home", lambda: write(os.path.join(home, "requiem-escape")))
     attempt("write_workspace", lambda: write(os.path.join(ws, "inside.txt")))
-    attempt("write_tmp", lambda: write("/tmp/requiem-private"))
+    if system == "1":
+        attempt("write_etc", lambda: write("/etc/requiem-escape"))
+        attempt("write_usr", lambda: write("/usr/requiem-escape"))
+        attempt("write_home", lambda: write(os.path.join(home, "requiem-escape")))
+        attempt("write_tmp", lambda: write("/tmp/requiem-private"))
 
 
 def remount(outside):
@@ -104,7 +107,7 @@ def status():
 
 
 def seccomp():
-    ptrace, io_uring_setup, unshare = 101, 425, 272
+    ptrace, io_uring_setup = 101, 425
     params = ctypes.create_string_buffer(120)
     attempt("ptrace_traceme", lambda: checked(LIBC.ptrace(0, 0, None, None)))
     attempt("io_uring_setup", lambda: checked(LIBC.syscall(io_uring_setup, 8, params)))

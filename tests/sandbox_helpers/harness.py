@@ -6,8 +6,10 @@ import json
 import os
 import selectors
 import shutil
+import socket
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,9 +58,9 @@ def remove(ws: Path) -> None:
 
 
 def spec_for(ws: Path, argv: list[str], out: int, err: int, executable: str = SYSTEM_PYTHON,
-             **kw: Any) -> LaunchSpec:
+             cwd: str | None = None, **kw: Any) -> LaunchSpec:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "LANG": "C.UTF-8"}
-    return LaunchSpec(executable, argv, env, str(ws), str(ws), out, err, **kw)
+    return LaunchSpec(executable, argv, env, cwd or str(ws), str(ws), out, err, **kw)
 
 
 def run(backend: Backend, ws: Path, argv: list[str], timeout: float = 30, **kw: Any) -> Result:
@@ -125,3 +127,44 @@ def wait_for(predicate: Any, timeout: float = 10) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+class Listeners:
+    """TCP, UDP, abstract and pathname unix listeners in the test process; record whatever reaches them."""
+
+    def __init__(self, sock_dir: Path) -> None:
+        self.tcp = socket.create_server(("127.0.0.1", 0))
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.abstract_name = f"requiem-test-{uuid.uuid4().hex}"
+        self.abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.abstract.bind("\0" + self.abstract_name)
+        self.abstract.listen()
+        self.path = str(sock_dir / "host.sock")
+        self.pathname = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.pathname.bind(self.path)
+        os.chmod(self.path, 0o777)
+        self.pathname.listen()
+        self.received: list[str] = []
+
+    def args(self) -> tuple[object, ...]:
+        return self.tcp.getsockname()[1], self.udp.getsockname()[1], self.abstract_name, self.path
+
+    def drain(self) -> list[str]:
+        for name, sock in (("tcp", self.tcp), ("abstract", self.abstract), ("pathname", self.pathname),
+                           ("udp", self.udp)):
+            sock.setblocking(False)
+            try:
+                if name == "udp":
+                    sock.recv(64)
+                else:
+                    sock.accept()
+                self.received.append(name)
+            except BlockingIOError:
+                pass
+        return self.received
+
+    def close(self) -> None:
+        for sock in (self.tcp, self.udp, self.abstract, self.pathname):
+            sock.close()
+        os.unlink(self.path)

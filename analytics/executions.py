@@ -1,0 +1,81 @@
+"""Executions: the newest runs, outcome counts, latency percentiles and drift."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import polars as pl
+
+from requiem.analytics.source import frame, first_row
+
+OUTCOMES = ("ok", "failed", "timeout", "refused")
+# A run that did not exit 0 either never started (refused), ran out of time, or failed.
+OUTCOME_SQL = """CASE WHEN ok THEN 'ok' WHEN termination_reason = 'refused' THEN 'refused'
+  WHEN termination_reason = 'timeout' THEN 'timeout' ELSE 'failed' END"""
+# What the `/` filter of recent_executions searches, besides the outcome.
+FILTERED_COLUMNS = ("command", "engine", "request_id", "error_code", "termination_reason",
+                    "request_digest", "result_digest", "record_id")
+
+
+def recent_executions(con: Any, limit: int = 200, filter: str | None = None) -> pl.DataFrame:
+    """The newest `limit` executions, newest first; `filter` keeps rows containing it (any case).
+
+    The filter is matched against the command, engine, outcome, request id, error code,
+    termination reason and digests, over the whole history (not just the newest rows).
+    """
+    needle = (filter or "").strip().lower()
+    where = ""
+    params: list[Any] = []
+    if needle:
+        tests = [f"contains(lower(coalesce({c}, '')), ?)" for c in FILTERED_COLUMNS]
+        where = f"WHERE {' OR '.join(tests)} OR contains({OUTCOME_SQL}, ?)"
+        params = [needle] * (len(FILTERED_COLUMNS) + 1)
+    return frame(con, f"""
+        SELECT record_id, recorded_at, start_timestamp, engine, command, {OUTCOME_SQL} AS outcome,
+               exit_code, error_code, termination_reason, duration_ms, dual_run, request_id,
+               request_digest, result_digest
+        FROM executions {where}
+        ORDER BY recorded_at DESC, record_id
+        LIMIT ?""", [*params, limit])
+
+
+def execution_outcomes(con: Any) -> dict[str, int]:
+    """How many executions the history holds, by outcome, and how many were part of a dual run."""
+    counts = ", ".join(f"count(*) FILTER (WHERE {OUTCOME_SQL} = '{o}') AS {o}" for o in OUTCOMES)
+    row = first_row(con, f"SELECT count(*) AS total, {counts}, "
+                         "count(*) FILTER (WHERE dual_run) AS dual_run FROM executions")
+    return {key: int(value or 0) for key, value in (row or {}).items()}
+
+
+def latency_percentiles(con: Any, quantiles: Sequence[float] = (0.5, 0.9, 0.99)) -> pl.DataFrame:
+    """Run time percentiles (ms) for all runs (engine "all") and per engine; refusals excluded."""
+    names = [f"p{round(q * 100):g}_ms" for q in quantiles]
+    picks = ", ".join(f"q[{i + 1}] AS {name}" for i, name in enumerate(names))
+    return frame(con, f"""
+        SELECT coalesce(engine, 'all') AS engine, runs, {picks}, max_ms
+        FROM (SELECT engine, count(*) AS runs, quantile_cont(duration_ms, ?) AS q,
+                     max(duration_ms) AS max_ms, GROUPING(engine) AS overall
+              FROM executions
+              WHERE termination_reason IS DISTINCT FROM 'refused' AND duration_ms IS NOT NULL
+              GROUP BY GROUPING SETS ((), (engine)))
+        ORDER BY overall DESC, runs DESC, engine""", [list(quantiles)])
+
+
+def drift(con: Any, limit: int | None = 50) -> pl.DataFrame:
+    """Requests that gave more than one result: request_digest, command, runs, results, when."""
+    return frame(con, f"""
+        SELECT request_digest, any_value(command) AS command, count(*) AS runs,
+               count(DISTINCT result_digest) AS results, min(recorded_at) AS first_seen,
+               max(recorded_at) AS last_seen
+        FROM executions
+        WHERE request_digest IS NOT NULL AND result_digest IS NOT NULL
+        GROUP BY request_digest
+        HAVING count(DISTINCT result_digest) > 1
+        ORDER BY results DESC, runs DESC, request_digest
+        {'LIMIT ?' if limit is not None else ''}""", [limit] if limit is not None else None)
+
+
+def execution_record(con: Any, record_id: str) -> dict[str, Any] | None:
+    """Every column of one execution row, by its record id."""
+    return first_row(con, f"SELECT *, {OUTCOME_SQL} AS outcome FROM executions "
+                          "WHERE record_id = ?", [record_id])
