@@ -114,6 +114,11 @@ def doctor(home: Home) -> dict[str, Any]:
         target = warnings if exc.code == "history_busy" else blockers
         target.append(_finding(f"history_{exc.detail.get('reason', exc.code)}", exc.message,
                                "requiem history ingest"))
+    if (history.get("schema_version") or 0) > history.get("supported_schema_version", 0):
+        blockers.append(_finding("history_schema_newer", f"the history has schema version "
+                                 f"{history['schema_version']}, newer than this Requiem "
+                                 f"supports ({history['supported_schema_version']})",
+                                 "pip install --upgrade requiem"))
     if history.get("spool_pending", 0) > _SPOOL_BACKLOG_WARNING:
         warnings.append(_finding("spool_backlog", f"{history['spool_pending']} spool records wait "
                                  "to be folded into the history", "requiem history ingest"))

@@ -107,6 +107,8 @@ def _hold(home: Any, exclusive: bool) -> Iterator[Any]:
     try:
         con = _connect(path, not exclusive, deadline, timeout)
         try:
+            # Its progress bar would write into the one JSON document a command prints.
+            con.execute("SET enable_progress_bar = false")
             if exclusive:
                 migrate(con, str(path))
             yield con
@@ -203,7 +205,7 @@ def _arrow_batch(batch: _Batch) -> Any:
     bodies = pa.LargeStringArray.from_buffers(len(batch.bodies), offsets.buffers()[1],
                                          pa.py_buffer(b"".join(batch.bodies)))
     table = pa.table({"name": pa.array(batch.names, pa.string()), "body": bodies})
-    # Several record batches let DuckDB parse on every thread.
+    # Several record batches let DuckDB parse on several threads when it has them.
     return pa.Table.from_batches(table.to_batches(max_chunksize=8192))
 
 
@@ -301,6 +303,8 @@ def _settle(spool_dir: Path, batch: _Batch) -> int:
 
 def _fold_held(home: Any, batch: _Batch, counts: dict[str, int]) -> None:
     with _hold(home, exclusive=True) as con:
+        # One DuckDB thread: the other core reads and deletes spool files meanwhile.
+        con.execute("SET threads = 1")
         _fold(con, batch, counts)
 
 

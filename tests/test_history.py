@@ -129,6 +129,9 @@ def test_a_history_from_a_newer_schema_is_refused_and_the_spool_kept(cli, home: 
     assert "newer than this Requiem supports" in error["message"]
     assert error["history_schema_version"] == SCHEMA_VERSION + 1
     assert len(_spooled(home)) == 2  # nothing was consumed by a fold that could not happen
+    doctor = cli("doctor")
+    assert doctor.returncode == 1
+    assert [b["id"] for b in doctor.json["blockers"]] == ["history_schema_newer"]
 
 
 HOLDER = textwrap.dedent("""
@@ -232,3 +235,17 @@ def test_history_commands_never_print_a_traceback(cli, home: Path) -> None:
         assert "Traceback" not in got.stderr
         json.loads(got.stdout)
     assert not os.path.exists(home / "spool" / "quarantine")
+
+
+def test_a_backlog_folds_in_batches(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import requiem.history as history
+
+    monkeypatch.setattr(history, "BATCH_RECORDS", 7)
+    write_executions(home / "spool", 30)
+    (home / "spool" / f"2026-03-01_execution_{'9' * 64}.json").write_bytes(b"{")
+    place = Home.resolve(str(home))
+    assert history.ingest(place) == {"folded": 30, "duplicates": 0, "quarantined": 1}
+    write_executions(home / "spool", 17, start=100)
+    with open_history(place) as con:  # 17 > one batch: the rest folds before the block
+        assert con.execute("SELECT count(*) FROM executions").fetchall() == [(47,)]
+    assert _spooled(home) == []

@@ -16,7 +16,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Static
 
 from requiem.tui.executions import ExecutionsPanel
-from requiem.tui.messages import FindingsReady, RefreshFailed, SnapshotReady
+from requiem.tui.messages import FindingsReady, HealthReady, RefreshFailed, SnapshotReady
 from requiem.tui.panels import CasPanel, HealthPanel, MismatchPanel, SandboxPanel, WarningsPanel
 
 if TYPE_CHECKING:
@@ -107,8 +107,9 @@ class RequiemApp(App[None]):
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
+        # The doctor waits for the first data: it would slow the first paint down.
         due = time.monotonic() - self._doctor_at >= self.doctor_every_s
-        if (doctor or due) and not self._doctor_running:
+        if (doctor or due) and not self._doctor_running and self.snapshot is not None:
             self._doctor_running = True
             self._doctor_at = time.monotonic()
             self._run_doctor()
@@ -128,6 +129,12 @@ class RequiemApp(App[None]):
 
     @work(thread=True, exit_on_error=False, group="refresh")
     def _load_snapshot(self, filter_text: str) -> None:
+        if self.snapshot is None:
+            # The first paint need not wait for Polars and DuckDB: the core knows these facts.
+            from requiem.diagnostics import health
+
+            self.post_message(HealthReady((self.probes.health if self.probes else health)(
+                self.home)))
         from requiem.analytics import snapshot
 
         try:
@@ -149,12 +156,19 @@ class RequiemApp(App[None]):
             return
         self.post_message(FindingsReady(found))
 
+    @on(HealthReady)
+    def _health_ready(self, message: HealthReady) -> None:
+        if self.snapshot is None:
+            self.query_one(HealthPanel).show_core(message.health)
+            self.query_one(SandboxPanel).show(message.health)
+
     @on(SnapshotReady)
     def _snapshot_ready(self, message: SnapshotReady) -> None:
         snap = self.snapshot = message.snapshot
         with self.batch_update():
-            for panel in (HealthPanel, SandboxPanel, MismatchPanel, CasPanel):
+            for panel in (HealthPanel, MismatchPanel, CasPanel):
                 self.query_one(panel).show(snap)
+            self.query_one(SandboxPanel).show(snap.health)
             self.query_one(ExecutionsPanel).show(snap)
             self.query_one(StatusBar).show(self.home, snap, self.refresh_s)
         self._refreshed()
@@ -166,6 +180,8 @@ class RequiemApp(App[None]):
 
     def _refreshed(self) -> None:
         self._refreshing = False
+        if self._doctor_at == float("-inf"):
+            self._refresh_again = True  # the first data is up: now the doctor
         if self._refresh_again:
             self._refresh_again = False
             self._refresh()

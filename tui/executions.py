@@ -41,7 +41,8 @@ def _sort_key(value: Any) -> tuple[bool, Any]:
 class ExecutionsPanel(Vertical, can_focus=False):
     """The newest N executions (never the whole history); rows change only when records do."""
 
-    BINDINGS = [Binding("s", "sort_column", "Sort"), Binding("escape", "clear_filter", show=False)]
+    BINDINGS = [Binding("s", "sort_next", "Sort"), Binding("S", "sort_reverse", "Reverse"),
+                Binding("escape", "clear_filter", show=False)]
 
     class Opened(Message):
         """The user asked for one execution's detail."""
@@ -61,6 +62,7 @@ class ExecutionsPanel(Vertical, can_focus=False):
         super().__init__(id=id)
         self.sort_by, self.descending = "time", True
         self.filter_text = ""
+        self._heading = "Recent executions"
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter: command, engine, outcome, request id, error, digest…",
@@ -72,7 +74,7 @@ class ExecutionsPanel(Vertical, can_focus=False):
         yield table
 
     def on_mount(self) -> None:
-        self.border_title = "Recent executions"
+        self._show_heading()
 
     @property
     def table(self) -> DataTable[Any]:
@@ -101,14 +103,19 @@ class ExecutionsPanel(Vertical, can_focus=False):
     def _title(self, snap: Snapshot, shown: int) -> None:
         outcomes = snap.outcomes
         where = f" matching “{self.filter_text}”" if self.filter_text else ""
-        self.border_title = (f"Recent executions · newest {count(shown)}{where} of "
-                             f"{count(outcomes.get('total'))}")
+        self._heading = (f"Recent executions · newest {count(shown)}{where} of "
+                         f"{count(outcomes.get('total'))}")
         latency = {row["engine"]: row for row in snap.latency.iter_rows(named=True)}.get("all")
         p50 = millis(latency["p50_ms"]) if latency else "—"
         p99 = millis(latency["p99_ms"]) if latency else "—"
         self.border_subtitle = (" · ".join(f"{name} {count(outcomes.get(name))}" for name in
                                            ("ok", "failed", "timeout", "refused"))
                                 + f" · p50 {p50} ms · p99 {p99} ms")
+        self._show_heading()
+
+    def _show_heading(self) -> None:
+        label = dict(COLUMNS)[self.sort_by]
+        self.border_title = f"{self._heading} · by {label} {'↓' if self.descending else '↑'}"
 
     @staticmethod
     def _cells(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -129,13 +136,19 @@ class ExecutionsPanel(Vertical, can_focus=False):
 
     def sort_on(self, column: str) -> None:
         """Sort by a column; asking again for the same column reverses the order."""
-        self.descending = not self.descending if column == self.sort_by else column == "time"
+        self.descending = not self.descending if column == self.sort_by else column in (
+            "time", "ms")
         self.sort_by = column
         self._sort()
+        self._show_heading()
 
-    def action_sort_column(self) -> None:
-        table = self.table
-        self.sort_on(str(table.ordered_columns[table.cursor_column].key.value))
+    def action_sort_next(self) -> None:
+        """Sort by the next column (time, engine, command, outcome, ms, dual, request id)."""
+        keys = [key for key, _ in COLUMNS]
+        self.sort_on(keys[(keys.index(self.sort_by) + 1) % len(keys)])
+
+    def action_sort_reverse(self) -> None:
+        self.sort_on(self.sort_by)
 
     def action_clear_filter(self) -> None:
         self.query_one(Input).value = ""

@@ -10,6 +10,14 @@ if TYPE_CHECKING:
     from requiem.analytics import ExecutionDetail, Snapshot
 
 
+class HealthReady(Message):
+    """The core's health facts (hash, versions, sandbox) are known; the history comes next."""
+
+    def __init__(self, health: dict[str, Any]) -> None:
+        super().__init__()
+        self.health = health
+
+
 class SnapshotReady(Message):
     """A refresh gathered a new snapshot of the history."""
 

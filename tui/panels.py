@@ -55,9 +55,15 @@ class HealthPanel(Panel):
 
     TITLE = "Health"
 
-    def show(self, snap: Snapshot) -> None:
-        health, policy, host, now = snap.health, snap.policy, snap.host, snap.taken_at
+    def show_core(self, health: dict[str, Any]) -> None:
+        """What the core knows before the history is read: hash facts and versions."""
         grid = _grid()
+        self._core_rows(grid, health)
+        grid.add_row("", Text("reading the history…", "dim"))
+        self.update(grid)
+
+    @staticmethod
+    def _core_rows(grid: Table, health: dict[str, Any]) -> None:
         if health.get("hash_available"):
             grid.add_row("hash", Text.assemble(
                 (str(health["hash_primitive"]), "bold green"),
@@ -68,6 +74,11 @@ class HealthPanel(Panel):
                                f"{health.get('protocol_version')} · contract "
                                f"{health.get('contract_version')} · CAS "
                                f"{health.get('cas_format_version')}")
+
+    def show(self, snap: Snapshot) -> None:
+        policy, host, now = snap.policy, snap.host, snap.taken_at
+        grid = _grid()
+        self._core_rows(grid, snap.health)
         policy_text = Text(f"default {policy['default_engine']} · dual-run "
                            f"{percent(policy['dual_run_sampling_rate'], 0)} sampled")
         if policy["error"]:
@@ -97,14 +108,14 @@ class SandboxPanel(Panel):
     TITLE = "Sandbox capabilities"
     BINDINGS = [Binding("enter", "app.open_sandbox", "Reasons")]
 
-    def show(self, snap: Snapshot) -> None:
-        caps = snap.health.get("sandbox_capabilities") or {}
+    def show(self, health: dict[str, Any]) -> None:
+        caps = health.get("sandbox_capabilities") or {}
         reasons = caps.get("reasons") or {}
         self.border_title = (f"{self.TITLE} · " + " · ".join(
             f"{len(caps.get(state) or [])} {state}" for state in STATES))
         self.border_subtitle = f"backend {caps.get('backend', '—')}"
         grid = Table.grid(padding=(0, 1), expand=True)
-        grid.add_column(no_wrap=True, width=11)
+        grid.add_column(no_wrap=True, width=12)
         grid.add_column(no_wrap=True)
         grid.add_column(no_wrap=True, overflow="ellipsis", ratio=1, style="dim")
         for state in STATES:

@@ -26,8 +26,9 @@ def _result(ok: bool, evidence: str, err: int | None = None) -> dict:
 
 def _failed(what: str, exc: BaseException) -> dict:
     err = getattr(exc, "errno", None)
-    name = errno.errorcode.get(err, "") if err else ""
-    return _result(False, f"{what}: {name or type(exc).__name__} ({exc})", err)
+    if err:
+        return _result(False, f"{what}: {errno.errorcode.get(err, err)} ({os.strerror(err)})", err)
+    return _result(False, f"{what}: {type(exc).__name__} ({exc})", None)
 
 
 def _expect_errno(what: str, fn, *expected: int) -> dict:  # type: ignore[no-untyped-def]

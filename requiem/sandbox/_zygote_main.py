@@ -210,6 +210,7 @@ class _Run:
         self.id: int | None = None  # None while warm
         self.pid, self.setup_r, self.status_r, self.ctl, self.shape = pid, setup_r, status_r, ctl, shape
         self.init_fd = -1  # pidfd of the init (pid 1 of the run's namespace), once known
+        self.exit: dict | None = None  # the command's exit record, held while the init still runs
         self.setup, self.status = b"", b""
         self.setup_closed = self.started = self.exit_sent = self.killing = self.finished = False
 
@@ -381,6 +382,10 @@ class Zygote:
                     self.finish(run, {})
                 elif text.startswith(_INIT):
                     self.watch_init(run, int(text[len(_INIT):]))
+                elif run.init_fd >= 0:
+                    # Held until the init is gone too: one message, "exit" then "reaped", and the engine's
+                    # kill_tree after wait() has nothing left to ask for.
+                    run.exit = json.loads(line)
                 elif not run.exit_sent:
                     run.exit_sent = True
                     self.send(run, "exit", **json.loads(line))
@@ -444,10 +449,10 @@ class Zygote:
             run.setup_closed = True
             self.setup_done(run)
         if run.started and not run.exit_sent:
-            # The init died before the command reported: only a SIGKILL (ours, or the
-            # kernel's pid-namespace teardown) gets there.
             run.exit_sent = True
-            self.send(run, "exit", code=None, signal=signal.SIGKILL, rusage=rusage)
+            # Without a record the init died before the command reported: only a SIGKILL (ours, or the
+            # kernel's pid-namespace teardown) gets there.
+            self.send(run, "exit", **(run.exit or {"code": None, "signal": signal.SIGKILL, "rusage": rusage}))
         self.send(run, "reaped")
 
     def kill_pass(self, run: _Run) -> None:
