@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from requiem import canonical, contract, dual
 from requiem.cas import Cas
+from requiem.cas_guard import write_guard
 from requiem.contract import Request
 from requiem.errors import ENGINE_UNAVAILABLE, ERROR_CODES, INVALID_REQUEST, RequiemError
 from requiem.home import Home
@@ -35,8 +36,9 @@ class RequiemEngine:
         self._runner = Runner(cas, required)
         self._perturbation = perturbation
 
-    def run(self, request: Request) -> dict[str, Any]:
-        return self._runner.run(request, self._perturbation)
+    def run(self, request: Request,
+            on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        return self._runner.run(request, self._perturbation, on_result)
 
     def close(self) -> None:
         self._runner.close()
@@ -151,18 +153,22 @@ class Session:
             return exc.to_json()
         if chosen == "dual":
             return self._dual(request)
-        runner = self._native if chosen == "requiem" else None
         try:
-            result = runner.run(request) if runner else self._legacy().run(request)
+            if chosen == "requiem":
+                return self._native.run(
+                    request, lambda r: self._record_execution(request, r, chosen, dual_run=False))
+            result = self._legacy().run(request)
         except RequiemError as exc:
             self._record_refusal(document, request, exc, chosen)
             return exc.to_json()
-        self._record_execution(request, result, chosen, dual_run=False)
+        with write_guard(self.cas.root):
+            self._record_execution(request, result, chosen, dual_run=False)
         return result
 
     def _dual(self, request: Request) -> dict[str, Any]:
         try:
-            primary = self._native.run(request)
+            primary = self._native.run(
+                request, lambda r: self._record_execution(request, r, "requiem", dual_run=True))
         except RequiemError as exc:
             self._record_refusal(request.document, request, exc, "dual")
             return exc.to_json()
@@ -175,19 +181,19 @@ class Session:
         try:
             if legacy is not None:
                 secondary = legacy.run(request)
+                with write_guard(self.cas.root):
+                    self._record_execution(request, secondary, secondary_engine, dual_run=True)
             else:
                 if self._perturbed is None:
                     self._perturbed = RequiemEngine(
                         self.cas, Perturbation.default(keep_out=(str(self.home.root),)),
                         self._required())
-                secondary = self._perturbed.run(request)
+                secondary = self._perturbed.run(request, lambda r: self._record_execution(
+                    request, r, secondary_engine, dual_run=True))
         except RequiemError as exc:
             secondary = exc.to_json()
         report = dual.compare(primary, secondary, read=self._read_quietly)
         report.update({"primary_engine": "requiem", "secondary_engine": secondary_engine})
-        self._record_execution(request, primary, "requiem", dual_run=True)
-        if "result_digest" in secondary:
-            self._record_execution(request, secondary, secondary_engine, dual_run=True)
         write_record(self.home.spool_dir, "dual_run", {
             "request_id": request.request_id,
             "request_digest": request.request_digest,
@@ -253,6 +259,11 @@ class Session:
 
     def _record_refusal(self, document: Any, request: Request | None, exc: RequiemError,
                         engine: str) -> None:
+        with write_guard(self.cas.root):
+            self._write_refusal(document, request, exc, engine)
+
+    def _write_refusal(self, document: Any, request: Request | None, exc: RequiemError,
+                       engine: str) -> None:
         from requiem.clock import utc_now_iso
 
         command = document.get("command") if isinstance(document, dict) else None

@@ -10,17 +10,16 @@ fold, so an object stored just before the GC started cannot lose the record that
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from requiem import spool
 from requiem.cas import Cas, ObjectInfo, check_digest
+from requiem.cas_guard import exclusive_guard, write_guard
 from requiem.errors import INVALID_REQUEST, RequiemError
 
 DEFAULT_GRACE = "1h"
@@ -35,49 +34,6 @@ def parse_duration(text: str) -> float:
         raise RequiemError(INVALID_REQUEST, f"not a duration: {text!r} (use e.g. 0s, 90m, 24h, "
                                             "7d; units ms, s, m, h, d)")
     return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def _lock(path: Path, mode: int) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, mode)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-@contextmanager
-def write_guard(cas_root: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold while storing objects and spooling the record that references them.
-
-    Shared among writers; a collecting GC waits for holders to finish and keeps new ones out
-    (the gate stops a stream of writers from starving it). Costs two flocks when no GC runs.
-    """
-    root = Path(cas_root)
-    gate = _lock(root / "gc.gate", fcntl.LOCK_SH)
-    try:
-        guard = _lock(root / "gc.lock", fcntl.LOCK_SH)
-    finally:
-        os.close(gate)
-    try:
-        yield
-    finally:
-        os.close(guard)
-
-
-@contextmanager
-def _exclusive(cas_root: Path) -> Iterator[None]:
-    gate = _lock(cas_root / "gc.gate", fcntl.LOCK_EX)
-    try:
-        guard = _lock(cas_root / "gc.lock", fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            os.close(guard)
-    finally:
-        os.close(gate)
 
 
 def _pins_dir(home: Any) -> Path:
@@ -159,7 +115,7 @@ def collect(home: Any, execute: bool = False, grace: str = DEFAULT_GRACE,
         from requiem.history import ingest
 
         ingest(home)
-        with _exclusive(Path(home.cas_root)):
+        with exclusive_guard(home.cas_root):
             candidates, spared = _candidates(home, old)
             deleted = [i for i in candidates if cas.remove(i.digest)]
     else:

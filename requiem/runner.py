@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import stat
 import time
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import requiem
 from requiem import confinement, contract, sandbox
 from requiem.cas import Cas, CasWriter
+from requiem.cas_guard import write_guard
 from requiem.contract import Request
 from requiem.errors import (
     MISSING_INPUT,
@@ -173,8 +174,13 @@ class Runner:
         for backend in self._backends.values():
             backend.close()
 
-    def run(self, request: Request, perturbation: Perturbation | None = None) -> dict[str, Any]:
-        """Run one validated request and return its result document (refusals raise)."""
+    def run(self, request: Request, perturbation: Perturbation | None = None,
+            on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Run one validated request and return its result document (refusals raise).
+
+        on_result is called with the result while the objects it names are guarded against a
+        concurrent GC (the caller records the run there).
+        """
         workspace = confinement.workspace_root(request.workspace_root)
         moved_to = None
         if perturbation and perturbation.move_workspace:
@@ -185,7 +191,7 @@ class Runner:
         trace.add("request", request_digest=request.request_digest)
         try:
             return self._run_in(request, moved_to or workspace, perturbation, trace,
-                                start_ns, start_ts)
+                                start_ns, start_ts, on_result)
         finally:
             if moved_to:
                 import shutil
@@ -193,7 +199,8 @@ class Runner:
                 shutil.rmtree(moved_to, ignore_errors=True)
 
     def _run_in(self, request: Request, workspace: str, perturbation: Perturbation | None,
-                trace: Trace, start_ns: int, start_ts: str) -> dict[str, Any]:
+                trace: Trace, start_ns: int, start_ts: str,
+                on_result: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
         cwd = confinement.inside(workspace, request.cwd or ".", "/cwd")
         if not os.path.isdir(cwd):
             raise RequiemError(SPAWN_FAILED, f"/cwd: not a directory: {request.cwd}")
@@ -235,8 +242,12 @@ class Runner:
                 )
             trace.add("spawn", command=request.command, argc=len(request.argv) + 1)
             outcome = self._spawn_and_wait(backend, spec, request, stdout, stderr)
-            return self._finish(request, workspace, output_paths, trace, start_ns, start_ts,
-                                report, outcome, stdout, stderr, env)
+            with write_guard(self.cas.root):
+                result = self._finish(request, workspace, output_paths, trace, start_ns,
+                                      start_ts, report, outcome, stdout, stderr, env)
+                if on_result is not None:
+                    on_result(result)
+            return result
         finally:
             stdout.abort()
             stderr.abort()

@@ -58,6 +58,18 @@ def test_every_command_fails_closed_without_blake3(tmp_path: Path, home: Path, v
     assert got.json["error"]["code"] == "hash_unavailable_blake3"
 
 
+@pytest.mark.parametrize("variant", sorted(FAKE_BLAKE3))
+def test_replacement_check_reports_a_missing_blake3_as_a_blocker(tmp_path: Path, home: Path,
+                                                                  variant: str) -> None:
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "blake3.py").write_text(FAKE_BLAKE3[variant])
+    got = run_cli("validate-replacement", home=home, env={"PYTHONPATH": str(shadow)})
+    assert got.returncode == 1
+    assert got.json["ok"] is False and got.json["blockers"]
+    assert got.json["hash_backend"] in ("unavailable", "fallback")
+
+
 @pytest.mark.parametrize(
     "argv", [["health"], ["cas", "ls"], ["cas", "stats"], ["cas", "verify", "--all"],
              ["cas", "info", "--digest", "a" * 64]]

@@ -232,9 +232,9 @@ class Zygote:
         self.by_fd: dict[int, _Run] = {}
         self.warm: _Run | None = None
 
-    def send(self, run: _Run, event: str, **data: object) -> None:
+    def send(self, run_id: int | None, event: str, **data: object) -> None:
         try:
-            self.sock.send(json.dumps({"id": run.id, "ev": event, **data}).encode())
+            self.sock.send(json.dumps({"id": run_id, "ev": event, **data}).encode())
         except OSError:
             pass  # the engine is gone; the EOF on the socket ends the loop
 
@@ -272,7 +272,7 @@ class Zygote:
         elif req["op"] == "kill":
             run = self.runs.get(req["id"])
             if run is None:
-                self.sock.send(json.dumps({"id": req["id"], "ev": "reaped"}).encode())
+                self.send(req["id"], "reaped")
             else:
                 run.killing = True
                 self.kill_pass(run)
@@ -388,7 +388,7 @@ class Zygote:
                     run.exit = json.loads(line)
                 elif not run.exit_sent:
                     run.exit_sent = True
-                    self.send(run, "exit", **json.loads(line))
+                    self.send(run.id, "exit", **json.loads(line))
         return bool(data)
 
     def watch_init(self, run: _Run, pid: int) -> None:
@@ -410,11 +410,11 @@ class Zygote:
         steps = [[r[0], int(r[1]), r[2] if len(r) > 2 else ""] for r in records]
         if steps and steps[-1][0] == "exec" and steps[-1][1] == 0:
             run.started = True
-            self.send(run, "started", pid=run.pid, steps=steps)
+            self.send(run.id, "started", pid=run.pid, steps=steps)
             if run.shape and self.warm is None:
                 self.warm = self.prepare(run.shape)  # while the command runs, not in the next request's way
         else:
-            self.send(run, "failed", pid=run.pid, steps=steps)
+            self.send(run.id, "failed", pid=run.pid, steps=steps)
 
     def reap(self) -> None:
         while True:
@@ -452,8 +452,8 @@ class Zygote:
             run.exit_sent = True
             # Without a record the init died before the command reported: only a SIGKILL (ours, or the
             # kernel's pid-namespace teardown) gets there.
-            self.send(run, "exit", **(run.exit or {"code": None, "signal": signal.SIGKILL, "rusage": rusage}))
-        self.send(run, "reaped")
+            self.send(run.id, "exit", **(run.exit or {"code": None, "signal": signal.SIGKILL, "rusage": rusage}))
+        self.send(run.id, "reaped")
 
     def kill_pass(self, run: _Run) -> None:
         """SIGKILL every descendant of the run's monitor, then the monitor once nothing is left under it."""

@@ -78,7 +78,11 @@ def _run(tools: dict[str, str | None]) -> dict[str, Any]:
     helper = subprocess.Popen(helper_argv("_probes", "main()"), stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", start_new_session=True)
     canary = bwrap.canary(tools)  # meanwhile
-    out, err = helper.communicate(timeout=30)
+    try:
+        out, err = helper.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+        out, err = helper.communicate()
     result: dict[str, Any] = {}
     try:
         for part in ast.literal_eval(out.decode()):

@@ -27,10 +27,12 @@ from requiem.sandbox.proc import disown, helper_argv, own
 class ZygoteChild:
     """A command the zygote started; its events arrive through the backend's reader thread."""
 
-    def __init__(self, backend: "ZygoteBackend", run_id: int) -> None:
+    def __init__(self, backend: "ZygoteBackend", run_id: int, own_pid_namespace: bool) -> None:
         self.pid = -1  # the run's monitor (the command itself may live in a pid namespace of its own)
         self.steps: list[list[Any]] = []
         self._backend, self._id = backend, run_id
+        # In its own pid namespace a run ends whole: "reaped" follows "exit" at once, unasked.
+        self._ends_whole = own_pid_namespace
         self._started, self._exited, self._reaped = threading.Event(), threading.Event(), threading.Event()
         self._failed: OSError | None = None
         self._exit: Exit | None = None
@@ -71,6 +73,8 @@ class ZygoteChild:
 
     def kill_tree(self) -> None:
         """Ask the zygote to kill the run's whole tree; returns once every process of it is reaped."""
+        if self._ends_whole and self._exit is not None and self._reaped.wait(1):
+            return
         if not self._reaped.is_set():
             try:
                 self._backend.send({"op": "kill", "id": self._id})
@@ -109,7 +113,7 @@ class ZygoteBackend:
 
     def spawn(self, spec: LaunchSpec) -> ZygoteChild:
         plan = zygote_plan(self._probe, spec)
-        child = ZygoteChild(self, next(self._ids))
+        child = ZygoteChild(self, next(self._ids), plan.namespaces)
         memfd = os.memfd_create("requiem-plan", os.MFD_CLOEXEC)
         try:
             os.write(memfd, json.dumps(self._message(spec, plan)).encode())

@@ -1,0 +1,58 @@
+"""The lock between CAS writers and an executing GC: writers share it, the GC takes it alone.
+
+A run holds the shared side from its first CAS put until the spool record that references its
+objects is durable, so a GC that folds the spool and then deletes can never miss a root.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+def _lock(path: Path, mode: int) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextmanager
+def write_guard(cas_root: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold while storing objects and spooling the record that references them.
+
+    Shared among writers; a collecting GC waits for holders to finish and keeps new ones out
+    (the gate stops a stream of writers from starving it). Costs two flocks when no GC runs.
+    """
+    root = Path(cas_root)
+    gate = _lock(root / "gc.gate", fcntl.LOCK_SH)
+    try:
+        guard = _lock(root / "gc.lock", fcntl.LOCK_SH)
+    finally:
+        os.close(gate)
+    try:
+        yield
+    finally:
+        os.close(guard)
+
+
+@contextmanager
+def exclusive_guard(cas_root: str | os.PathLike[str]) -> Iterator[None]:
+    """Held by an executing GC: waits for writers to finish and keeps new ones out."""
+    root = Path(cas_root)
+    gate = _lock(root / "gc.gate", fcntl.LOCK_EX)
+    try:
+        guard = _lock(root / "gc.lock", fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            os.close(guard)
+    finally:
+        os.close(gate)
