@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import datetime, timezone
 from typing import Any, Collection
 
@@ -32,11 +33,13 @@ class CasInventory:
 
     A rescan lists the digests present and reads only the headers of new ones, so a live view
     pays one directory walk per refresh. Content is not checked here: that is `cas verify`.
+    Scans may come from several threads (the refresh and a CAS view); they take turns.
     """
 
     def __init__(self, cas_root: str | os.PathLike[str]) -> None:
         self.cas = Cas(cas_root)
         self._rows: dict[str, tuple[Any, ...]] = {}
+        self._lock = threading.Lock()
 
     def _row(self, digest: str) -> tuple[Any, ...]:
         try:
@@ -48,12 +51,14 @@ class CasInventory:
 
     def scan(self) -> pl.DataFrame:
         """Every object present now: digest, encoding, sizes, created_at, malformed (reason)."""
-        present = set(self.cas.list_digests())
-        for gone in self._rows.keys() - present:
-            del self._rows[gone]
-        for digest in present - self._rows.keys():
-            self._rows[digest] = self._row(digest)
-        return pl.DataFrame(list(self._rows.values()), schema=OBJECT_SCHEMA, orient="row")
+        with self._lock:
+            present = set(self.cas.list_digests())
+            for gone in self._rows.keys() - present:
+                del self._rows[gone]
+            for digest in present - self._rows.keys():
+                self._rows[digest] = self._row(digest)
+            rows = list(self._rows.values())
+        return pl.DataFrame(rows, schema=OBJECT_SCHEMA, orient="row")
 
 
 def cas_objects(home: HomeLike) -> pl.DataFrame:

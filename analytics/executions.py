@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import polars as pl
 
-from requiem.analytics.source import frame, first_row
+from requiem.analytics.source import first_row, frame
 
 OUTCOMES = ("ok", "failed", "timeout", "refused")
 # A run that did not exit 0 either never started (refused), ran out of time, or failed.

@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 
 from requiem.analytics.durations import Duration, auto_window, parse_duration
-from requiem.analytics.source import frame, first_row
+from requiem.analytics.source import first_row, frame
 from requiem.dual import SEVERITY
 
 SEVERITY_ORDER = ("critical", "high", "medium")
@@ -39,7 +39,7 @@ def mismatch_summary(con: Any) -> pl.DataFrame:
     counts = frame(con, """
         SELECT category, count(*) AS mismatches, max(recorded_at) AS last_seen
         FROM dual_run_mismatches GROUP BY category""")
-    comparisons = int(con.sql("SELECT count(*) FROM dual_runs").fetchall()[0][0])
+    comparisons = int((first_row(con, "SELECT count(*) AS n FROM dual_runs") or {})["n"])
     return (_categories(counts["category"].to_list())
             .join(counts, on="category", how="left")
             .with_columns(pl.col("mismatches").fill_null(0),
@@ -88,8 +88,10 @@ def mismatch_rates(con: Any, window: Duration = "1h", buckets: int | None = None
 
 def series_window(con: Any, buckets: int = 30) -> timedelta:
     """A round bucket width that shows the whole span of recorded comparisons in `buckets`."""
-    first, last = con.sql("SELECT min(recorded_at), max(recorded_at) FROM dual_runs").fetchall()[0]
-    return auto_window(last - first if first is not None else timedelta(0), buckets)
+    row = first_row(con, "SELECT min(recorded_at) AS first, max(recorded_at) AS last "
+                         "FROM dual_runs") or {}
+    span = row["last"] - row["first"] if row.get("first") is not None else timedelta(0)
+    return auto_window(span, buckets)
 
 
 def recent_mismatches(con: Any, limit: int = 100) -> pl.DataFrame:

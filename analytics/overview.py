@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from requiem import history
+from requiem import diagnostics, history
 from requiem.analytics.cas import CasInventory, cas_stats, last_gc, last_verify
 from requiem.analytics.executions import execution_outcomes, latency_percentiles, recent_executions
 from requiem.analytics.health import (
@@ -34,26 +34,14 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def _health(home: Home) -> dict[str, Any]:
-    from requiem.diagnostics import health
-
-    return health(home)
-
-
-def _doctor(home: Home) -> dict[str, Any]:
-    from requiem.diagnostics import doctor
-
-    return doctor(home)
-
-
 @dataclass(frozen=True)
 class Probes:
     """Where the clock-, host- and machine-dependent facts come from (tests pass fixed ones)."""
 
     clock: Callable[[], datetime] = utc_now
     host: Callable[[Path], dict[str, Any]] = host_facts
-    health: Callable[[Home], dict[str, Any]] = _health
-    doctor: Callable[[Home], dict[str, Any]] = _doctor
+    health: Callable[[Home], dict[str, Any]] = diagnostics.health
+    doctor: Callable[[Home], dict[str, Any]] = diagnostics.doctor
 
 
 @dataclass(frozen=True)

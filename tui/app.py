@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 DEFAULT_REFRESH_S = 2.0
 DEFAULT_LIMIT = 200
-# The doctor re-hashes a CAS sample and probes the machine: worth doing, not every refresh.
-DOCTOR_EVERY_S = 30.0
+# The doctor re-hashes a sample of CAS objects (whole objects): worth doing, not every refresh.
+DOCTOR_EVERY_S = 60.0
 
 
 class StatusBar(Static):
@@ -100,10 +100,11 @@ class RequiemApp(App[None]):
     # -- refresh: worker -> message -> handler -> next timer ---------------------------------
 
     def action_refresh(self) -> None:
-        """Refresh now (and run the doctor); a refresh in flight is followed by another."""
-        self._refresh(doctor=True)
+        """Refresh now and run the doctor again."""
+        self.refresh_now(doctor=True)
 
-    def _refresh(self, doctor: bool = False) -> None:
+    def refresh_now(self, doctor: bool = False) -> None:
+        """Read the history now (a refresh in flight is followed by another); maybe the doctor."""
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
@@ -184,9 +185,9 @@ class RequiemApp(App[None]):
             self._refresh_again = True  # the first data is up: now the doctor
         if self._refresh_again:
             self._refresh_again = False
-            self._refresh()
+            self.refresh_now()
         else:
-            self._timer = self.set_timer(self.refresh_s, self._refresh)
+            self._timer = self.set_timer(self.refresh_s, self.refresh_now)
 
     @on(FindingsReady)
     def _findings_ready(self, message: FindingsReady) -> None:
@@ -198,7 +199,7 @@ class RequiemApp(App[None]):
     @on(ExecutionsPanel.FilterChanged)
     def _filter_changed(self, message: ExecutionsPanel.FilterChanged) -> None:
         self.filter_text = message.text
-        self._refresh()
+        self.refresh_now()
 
     @on(ExecutionsPanel.Opened)
     def _open_execution(self, message: ExecutionsPanel.Opened) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import TYPE_CHECKING, Any
 
 from rich.json import JSON
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 
 # Pretty-printing is for documents a person reads; bigger ones are shown as they are.
 PRETTY_LIMIT = 256 << 10
+# (pane id, label); the number keys 1-7 open them.
+PANES = (("summary", "Summary"), ("stdout", "stdout"), ("stderr", "stderr"), ("trace", "Trace"),
+         ("diff", "Dual-run diff"), ("result", "Result JSON"), ("request", "Request JSON"))
 SUMMARY_FIELDS = (
     "record_id", "request_id", "engine", "command", "exit_code", "error_code",
     "termination_reason", "recorded_at", "start_timestamp", "end_timestamp", "duration_ms",
@@ -70,7 +74,9 @@ def _value(value: Any) -> str:
 class DetailScreen(Screen[None]):
     """An execution's detail, read in a worker (one short hold, then the CAS)."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
+                *(Binding(str(n), f"show_tab('{pane}')", label, show=False)
+                  for n, (pane, label) in enumerate(PANES, start=1))]
 
     def __init__(self, home: Home, record_id: str) -> None:
         super().__init__()
@@ -81,11 +87,8 @@ class DetailScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(Text(f"execution {self.record_id} · loading…", "dim"), id="detail-title")
         with TabbedContent(id="detail-tabs"):
-            for pane_id, label in (("summary", "Summary"), ("stdout", "stdout"),
-                                   ("stderr", "stderr"), ("trace", "Trace"),
-                                   ("diff", "Dual-run diff"), ("result", "Result JSON"),
-                                   ("request", "Request JSON")):
-                with TabPane(label, id=pane_id):
+            for n, (pane_id, label) in enumerate(PANES, start=1):
+                with TabPane(f"{n} {label}", id=pane_id):
                     if pane_id == "trace":
                         yield DataTable(id="trace-table", cursor_type="row")
                     else:
@@ -95,6 +98,9 @@ class DetailScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.load()
+
+    def action_show_tab(self, pane: str) -> None:
+        self.query_one(TabbedContent).active = pane
 
     @work(thread=True, exit_on_error=False, group="detail")
     def load(self) -> None:
@@ -116,9 +122,11 @@ class DetailScreen(Screen[None]):
             return
         self.detail = detail = message.detail
         record = detail.record
+        request = detail.request_document or {}
+        command = shlex.join([str(record["command"] or ""), *map(str, request.get("argv") or [])])
         title.update(Text.assemble(
             ("execution ", "dim"), (record["record_id"][:16], "bold"), " · ",
-            (record["command"] or "", "bold"), " · ", outcome(record), " · ",
+            (command[:80], "bold"), " · ", outcome(record), " · ",
             f"{millis(record['duration_ms'])} ms · {record['engine']} · "
             f"{clock(record['recorded_at'])} UTC"))
         self.query_one("#summary-body", Static).update(self._summary(detail))

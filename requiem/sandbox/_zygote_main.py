@@ -2,10 +2,10 @@
 
 # With namespaces, each run has a monitor A (host pid namespace; unshares user+pid+mount), whose child B is
 # pid 1 of the run: it unshares ipc/uts(/net), mounts the shared part of the layout, starts the Landlock
-# ruleset, and waits for its request; then it adds the run's mounts, pivots, and forks the command C. A and
-# B are prepared ahead ("warm"), so a request only pays for its own part. Killing B ends the whole pid
-# namespace. Without namespaces A is a subreaper and forks C itself. C confines itself and execs. Every step
-# is recorded on a CLOEXEC pipe, so the engine learns what really held for this run.
+# ruleset and forks C, which waits for the request; then C adds the run's mounts, pivots, confines itself
+# and execs. A, B and C are prepared ahead ("warm"), so a request only pays for its own part. Killing B
+# ends the whole pid namespace. Without namespaces A is a subreaper and forks C itself. Every step is
+# recorded on a CLOEXEC pipe, so the engine learns what really held for this run.
 
 from __future__ import annotations
 
@@ -127,14 +127,8 @@ def _command(plan: dict, io: tuple[int, int, int], steps: _Steps, ruleset: _linu
     os._exit(127)
 
 
-def _init(plan: dict, io: tuple[int, int, int], steps: _Steps, status: int, ruleset: _linux.Ruleset | None,
-          pid_one: bool) -> None:
-    """Fork the command, reap everything, report the command's status; B, or A without namespaces."""
-    child = os.fork()
-    if child == 0:
-        _command(plan, io, steps, ruleset)
-    for fd in (io[1], io[2], steps.fd):
-        os.close(fd)
+def _reap(child: int, status: int, pid_one: bool) -> None:
+    """Reap everything, report the command's status; B, or A without namespaces."""
     while True:
         try:
             pid, code, usage = os.wait4(-1, 0)
@@ -156,11 +150,17 @@ def _flat(plan: dict, io: tuple[int, int, int], steps: _Steps, status: int, zygo
     ruleset = steps.run("landlock_rules", _confine.start_ruleset, plan["steps"], "/")
     if ruleset is not None:
         steps.run("landlock_workspace", ruleset.allow, plan["steps"]["workspace"], "write")
-    _init(plan, io, steps, status, ruleset, pid_one=False)
+    child = os.fork()
+    if child == 0:
+        os.close(status)
+        _command(plan, io, steps, ruleset)
+    for fd in (io[1], io[2], steps.fd):
+        os.close(fd)
+    _reap(child, status, pid_one=False)
 
 
 def _warm(shape: dict, ctl: socket.socket, steps: _Steps, status: int, null: int, zygote: int) -> None:
-    """Role A with namespaces; its child B prepares everything shared, then waits for the request on ctl."""
+    """Role A with namespaces: owns the run's user, pid and mount namespaces from the host side."""
     uid, gid = os.geteuid(), os.getegid()
     if shape["run_as"]:
         uid, gid = shape["run_as"]
@@ -181,12 +181,23 @@ def _warm(shape: dict, ctl: socket.socket, steps: _Steps, status: int, null: int
 
 
 def _pid_one(shape: dict, ctl: socket.socket, steps: _Steps, status: int, null: int) -> None:
-    """Role B: pid 1 of the run's namespaces."""
+    """Role B: pid 1 of the run; prepares what every run shares, forks the waiting command, reaps."""
     steps.run("pdeathsig_init", _arm_pdeathsig, 0)
     flags = _linux.CLONE_NEWIPC | _linux.CLONE_NEWUTS | (_linux.CLONE_NEWNET if shape["netns"] else 0)
     steps.run("namespaces", _linux.unshare, flags)
     steps.run("base_mounts", _confine.prepare_root, _layout.base_layout())
     ruleset = steps.run("landlock_rules", _confine.start_ruleset, shape, "/newroot")
+    child = os.fork()
+    if child == 0:
+        os.close(status)
+        _waiting(ctl, steps, null, ruleset)
+    ctl.close()
+    os.close(steps.fd)
+    _reap(child, status, pid_one=True)
+
+
+def _waiting(ctl: socket.socket, steps: _Steps, null: int, ruleset: _linux.Ruleset | None) -> None:
+    """Role C, warm: wait for the request, add the run's mounts (we still hold the namespace's capabilities)."""
     try:
         msg, fds = _receive(ctl)
     except OSError:
@@ -200,7 +211,7 @@ def _pid_one(shape: dict, ctl: socket.socket, steps: _Steps, status: int, null: 
     steps.run("mounts", _confine.finish_root, plan["layout"])
     if ruleset is not None:
         steps.run("landlock_workspace", ruleset.allow, plan["steps"]["workspace"], "write")
-    _init(plan, (null, fds[1], fds[2]), steps, status, ruleset, pid_one=True)
+    _command(plan, (null, fds[1], fds[2]), steps, ruleset)
 
 
 class _Run:
@@ -210,7 +221,6 @@ class _Run:
         self.id: int | None = None  # None while warm
         self.pid, self.setup_r, self.status_r, self.ctl, self.shape = pid, setup_r, status_r, ctl, shape
         self.init_fd = -1  # pidfd of the init (pid 1 of the run's namespace), once known
-        self.exit: dict | None = None  # the command's exit record, held while the init still runs
         self.setup, self.status = b"", b""
         self.setup_closed = self.started = self.exit_sent = self.killing = self.finished = False
 
@@ -382,10 +392,6 @@ class Zygote:
                     self.finish(run, {})
                 elif text.startswith(_INIT):
                     self.watch_init(run, int(text[len(_INIT):]))
-                elif run.init_fd >= 0:
-                    # Held until the init is gone too: one message, "exit" then "reaped", and the engine's
-                    # kill_tree after wait() has nothing left to ask for.
-                    run.exit = json.loads(line)
                 elif not run.exit_sent:
                     run.exit_sent = True
                     self.send(run.id, "exit", **json.loads(line))
@@ -449,10 +455,10 @@ class Zygote:
             run.setup_closed = True
             self.setup_done(run)
         if run.started and not run.exit_sent:
-            run.exit_sent = True
-            # Without a record the init died before the command reported: only a SIGKILL (ours, or the
+            # The init died before the command reported: only a SIGKILL (ours, or the
             # kernel's pid-namespace teardown) gets there.
-            self.send(run.id, "exit", **(run.exit or {"code": None, "signal": signal.SIGKILL, "rusage": rusage}))
+            run.exit_sent = True
+            self.send(run.id, "exit", code=None, signal=signal.SIGKILL, rusage=rusage)
         self.send(run.id, "reaped")
 
     def kill_pass(self, run: _Run) -> None:

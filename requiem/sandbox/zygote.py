@@ -31,7 +31,8 @@ class ZygoteChild:
         self.pid = -1  # the run's monitor (the command itself may live in a pid namespace of its own)
         self.steps: list[list[Any]] = []
         self._backend, self._id = backend, run_id
-        # In its own pid namespace a run ends whole: "reaped" follows "exit" at once, unasked.
+        # In its own pid namespace a run ends whole: "reaped" follows "exit" unasked, as soon as the
+        # init is gone; asking would only add a round trip.
         self._ends_whole = own_pid_namespace
         self._started, self._exited, self._reaped = threading.Event(), threading.Event(), threading.Event()
         self._failed: OSError | None = None
@@ -42,7 +43,9 @@ class ZygoteChild:
         if kind in ("started", "failed"):
             self.pid, self.steps = event["pid"], event["steps"]
             if kind == "failed":
-                name, err, text = next((s for s in self.steps if s[1] != 0), ["setup", errno.EIO, "no report"])
+                last = self.steps[-1][0] if self.steps else "none"
+                name, err, text = next((s for s in self.steps if s[1] != 0),
+                                       ["setup", errno.EIO, f"ended after step {last!r} without a report"])
                 self._failed = OSError(err if err > 0 else errno.EIO, f"sandbox step {name!r} failed: {text}")
             self._started.set()
         elif kind == "exit":
