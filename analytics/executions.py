@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Sequence
 
 import polars as pl
 
+from requiem.analytics.durations import Duration, parse_duration
 from requiem.analytics.source import first_row, frame
 
 OUTCOMES = ("ok", "failed", "timeout", "refused")
@@ -47,18 +49,30 @@ def execution_outcomes(con: Any) -> dict[str, int]:
     return {key: int(value or 0) for key, value in (row or {}).items()}
 
 
-def latency_percentiles(con: Any, quantiles: Sequence[float] = (0.5, 0.9, 0.99)) -> pl.DataFrame:
-    """Run time percentiles (ms) for all runs (engine "all") and per engine; refusals excluded."""
+def latency_percentiles(con: Any, quantiles: Sequence[float] = (0.5, 0.9, 0.99),
+                        window: Duration | None = None) -> pl.DataFrame:
+    """Run time percentiles (ms) for all runs (engine "all") and per engine; refusals excluded.
+
+    `window` keeps only runs recorded within it of the newest one (the current latency, and
+    cheap on a long history: older row groups are skipped); None takes the whole history.
+    """
     names = [f"p{round(q * 100):g}_ms" for q in quantiles]
     picks = ", ".join(f"q[{i + 1}] AS {name}" for i, name in enumerate(names))
+    params: list[Any] = [list(quantiles)]
+    recent = ""
+    if window is not None:
+        recent = ("AND recorded_at >= (SELECT max(recorded_at) FROM executions) "
+                  "- to_microseconds(?::BIGINT)")
+        params.append(int(parse_duration(window) / timedelta(microseconds=1)))
     return frame(con, f"""
         SELECT coalesce(engine, 'all') AS engine, runs, {picks}, max_ms
         FROM (SELECT engine, count(*) AS runs, quantile_cont(duration_ms, ?) AS q,
                      max(duration_ms) AS max_ms, GROUPING(engine) AS overall
               FROM executions
               WHERE termination_reason IS DISTINCT FROM 'refused' AND duration_ms IS NOT NULL
+                {recent}
               GROUP BY GROUPING SETS ((), (engine)))
-        ORDER BY overall DESC, runs DESC, engine""", [list(quantiles)])
+        ORDER BY overall DESC, runs DESC, engine""", params)
 
 
 def drift(con: Any, limit: int | None = 50) -> pl.DataFrame:

@@ -29,6 +29,10 @@ from requiem.analytics.source import HomeLike, as_home
 from requiem.home import Home
 
 
+# The TUI shows current latency: the last hour of runs before the newest one.
+LATENCY_WINDOW = timedelta(hours=1)
+
+
 def utc_now() -> datetime:
     """Now, as the naive UTC datetime the history's TIMESTAMP columns use."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -87,7 +91,7 @@ def snapshot(home: HomeLike, *, limit: int = 200, filter: str | None = None,
     objects = (inventory or CasInventory(home.cas_root)).scan()
     with history.open_history(home, read_only=True) as con:
         outcomes = execution_outcomes(con)
-        latency = latency_percentiles(con)
+        latency = latency_percentiles(con, window=LATENCY_WINDOW)
         executions = recent_executions(con, limit, filter)
         comparisons = comparison_totals(con)
         mismatches = mismatch_summary(con)

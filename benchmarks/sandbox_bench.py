@@ -83,8 +83,10 @@ def main() -> None:
 
     # One phase per backend, each interleaved with its own anchor samples: the zygote prepares its next
     # run in the background, which must not be billed to the bwrap backend's phase.
+    # Other work on the machine moves every figure (2 vCPUs here): say how busy it was.
     report: dict[str, object] = {"rounds": args.rounds, "ballast_mib": args.ballast_mib, "engine_rss_mib": rss_mib,
-                                 "euid": os.geteuid(), "target_ratio": TARGET}
+                                 "euid": os.geteuid(), "target_ratio": TARGET,
+                                 "loadavg_before": open("/proc/loadavg").read().split()[0]}
     for name in ("bwrap", "zygote"):
         cases = {"anchor": bare, name: request(name)}
         samples: dict[str, list[tuple[float, float]]] = {case: [] for case in cases}
@@ -101,6 +103,7 @@ def main() -> None:
         report[name] = {"anchor": anchor_stats, "spawn+wait": wait_stats, "spawn+wait+kill_tree": full_stats,
                         "ratio": round(wait_stats["median_ms"] / anchor_stats["median_ms"], 3),
                         "ratio_with_kill_tree": round(full_stats["median_ms"] / anchor_stats["median_ms"], 3)}
+    report["loadavg_after"] = open("/proc/loadavg").read().split()[0]
     for backend in backends.values():
         backend.close()
     shutil.rmtree(workspace, ignore_errors=True)
@@ -109,7 +112,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=1))
         return
-    print(f"{args.rounds} rounds per backend, engine RSS {rss_mib} MiB, euid {os.geteuid()}; medians (p90) in ms")
+    print(f"{args.rounds} rounds per backend, engine RSS {rss_mib} MiB, euid {os.geteuid()}, load average "
+          f"{report['loadavg_before']} -> {report['loadavg_after']}; medians (p90) in ms")
     for name in ("bwrap", "zygote"):
         entry = report[name]
         assert isinstance(entry, dict)

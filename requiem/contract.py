@@ -36,7 +36,7 @@ POLICY_FIELDS = frozenset({
     "deterministic", "mode", "env_allowlist", "env_denylist", "required_env", "time_mode",
     "network", "sandbox",
 })
-SANDBOX_FIELDS = frozenset({"backend", "require", "rlimits"})
+SANDBOX_FIELDS = frozenset({"backend", "require", "rlimits", "readonly_paths"})
 RLIMIT_FIELDS = frozenset({
     "cpu_seconds", "address_space_bytes", "open_files", "file_size_bytes", "core_bytes",
     "processes",
@@ -54,6 +54,8 @@ class SandboxPolicy(NamedTuple):
     backend: str = "auto"
     require: tuple[str, ...] = ()
     rlimits: dict[str, int] = {}
+    # Extra host paths the sandbox binds read-only (an interpreter outside /usr, a toolchain).
+    readonly_paths: tuple[str, ...] = ()
 
 
 class Policy(NamedTuple):
@@ -180,6 +182,10 @@ def _policy(c: _Checker, raw: Any) -> Policy:
         k: c.integer(v, f"/policy/sandbox/rlimits/{k}", 0, 2**53 - 1)
         for k, v in rlimits_doc.items() if k in RLIMIT_FIELDS
     }
+    readonly = c.string_list(sandbox.get("readonly_paths", []), "/policy/sandbox/readonly_paths")
+    for i, path in enumerate(readonly):
+        if not path.startswith("/"):
+            raise c.fail(f"/policy/sandbox/readonly_paths/{i}", "must be an absolute path")
     return Policy(
         deterministic=c.boolean(doc.get("deterministic", True), "/policy/deterministic"),
         mode=mode,
@@ -188,7 +194,7 @@ def _policy(c: _Checker, raw: Any) -> Policy:
         required_env=c.env_map(doc.get("required_env", {}), "/policy/required_env"),
         time_mode=time_mode,
         network=c.boolean(doc.get("network", False), "/policy/network"),
-        sandbox=SandboxPolicy(backend, require, rlimits),
+        sandbox=SandboxPolicy(backend, require, rlimits, readonly),
     )
 
 

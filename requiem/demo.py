@@ -35,7 +35,7 @@ class Job(NamedTuple):
     engine: str | None = None
 
 
-def _files(workspace: Path) -> dict[str, bytes]:
+def _files() -> dict[str, bytes]:
     """The workspace's input files: a CSV, a word list, an application log, random bytes."""
     rows = "".join(f"{i},{(i * 7919) % 1000},{'abcde'[i % 5]}\n" for i in range(400))
     words = "".join(f"{w}\n" for w in ("delta", "alpha", "echo", "charlie", "bravo") * 40)
@@ -46,12 +46,12 @@ def _files(workspace: Path) -> dict[str, bytes]:
             "notes.txt": b"requiem demo workspace\n"}
 
 
-def _put_inputs(home: Home, cas: Cas, workspace: Path) -> dict[str, str]:
-    """Store the workspace files (zstd for some) and spool a cas_put record for each."""
+def _put_files(home: Home, cas: Cas, workspace: Path) -> dict[str, str]:
+    """Write the workspace files, store them (zstd for some), spool a cas_put record for each."""
     encodings = {"data.csv": "identity", "words.txt": "zstd", "app.log": "zstd",
                  "blob.bin": "zstd", "notes.txt": "identity"}
     digests = {}
-    for name, content in _files(workspace).items():
+    for name, content in _files().items():
         path = workspace / name
         path.write_bytes(content)
         existed = cas.contains(hashing.hash_bytes(content))
@@ -61,16 +61,16 @@ def _put_inputs(home: Home, cas: Cas, workspace: Path) -> dict[str, str]:
     return digests
 
 
-def _jobs(workspace: Path, inputs: dict[str, str], wave: int) -> list[Job]:
-    """The requests of one wave, in the order they run."""
+def _jobs(workspace: Path, puts: dict[str, str], wave: int) -> list[Job]:
+    """The requests of one wave, in the order they run (two stored files serve as inputs)."""
     ws = str(workspace)
 
     def req(command: str, *argv: str, **extra: Any) -> dict[str, Any]:
         return {"command": command, "argv": list(argv), "workspace_root": ws,
                 "timeout_ms": 3000, **extra}
 
-    csv = {"inputs": {"in/data.csv": inputs["data.csv"]}}
-    words = {"inputs": {"in/words.txt": inputs["words.txt"]}}
+    csv = {"inputs": {"in/data.csv": puts["data.csv"]}}
+    words = {"inputs": {"in/words.txt": puts["words.txt"]}}
     jobs = [
         Job("sort", req("sh", "-c", "sort -t, -k2n in/data.csv > out/sorted.csv",
                         outputs=["out/sorted.csv"], **csv)),
@@ -128,9 +128,9 @@ def _corrupt(cas: Cas, digest: str) -> None:
     path = cas.object_path(digest)
     with open(path, "r+b") as handle:
         handle.seek(HEADER_SIZE)
-        first = handle.read(1)
+        first = handle.read(1)[0]
         handle.seek(HEADER_SIZE)
-        handle.write(bytes([(first[0] if first else 0) ^ 0xFF]))
+        handle.write(bytes([first ^ 0xFF]))
 
 
 def _write_config(home: Home) -> None:
@@ -156,7 +156,7 @@ def run_demo(home: Home, waves: int = len(INCIDENT),
     for sub in ("in", "out"):
         (workspace / sub).mkdir(parents=True, exist_ok=True)
     cas = Cas(home.cas_root)
-    inputs = _put_inputs(home, cas, workspace)
+    puts = _put_files(home, cas, workspace)
     outcomes: Counter[str] = Counter()
     categories: Counter[str] = Counter()
     dual_runs = 0
@@ -167,7 +167,7 @@ def run_demo(home: Home, waves: int = len(INCIDENT),
             say(f"wave {wave + 1}/{waves}")
             if wave:
                 time.sleep(WAVE_PAUSE_S)
-            for job in _jobs(workspace, inputs, wave):
+            for job in _jobs(workspace, puts, wave):
                 result = session.execute(job.request, job.engine)
                 outcomes[_outcome(result)] += 1
                 report = result.get("dual_run")
@@ -194,7 +194,7 @@ def run_demo(home: Home, waves: int = len(INCIDENT),
         "outcomes": dict(sorted(outcomes.items())),
         "dual_runs": dual_runs,
         "mismatch_categories": dict(sorted(categories.items())),
-        "cas_inputs": inputs,
+        "cas_puts": puts,
         "corrupted": victim,
         "verify": {"objects_checked": verify["objects_checked"],
                    "corrupt": [c["digest"] for c in verify["corrupt"]]},

@@ -10,14 +10,14 @@ from requiem import hashing
 from requiem.home import Home
 
 
-def sandbox_capabilities() -> dict[str, Any]:
-    """What the best sandbox backend on this machine enforces, with the reason for each state."""
-    from requiem import sandbox
+def sandbox_capabilities(home: Home) -> dict[str, Any]:
+    """What the best sandbox backend on this machine enforces, with the reason for each state.
 
-    probe = getattr(sandbox, "machine_capabilities", None)
-    if probe is None:
-        return sandbox.NoneBackend().report(None).to_json()  # type: ignore[arg-type]
-    return probe().to_json()
+    The probe's findings are cached in the home, keyed by kernel and tool versions.
+    """
+    from requiem.sandbox import machine_capabilities
+
+    return machine_capabilities(cache_dir=home.root).to_json()
 
 
 def health(home: Home) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def health(home: Home) -> dict[str, Any]:
             "contract_version": requiem.CONTRACT_VERSION,
             "cas_format_version": requiem.CAS_FORMAT_VERSION,
             "home": str(home.root),
-            "sandbox_capabilities": sandbox_capabilities(),
+            "sandbox_capabilities": sandbox_capabilities(home),
         }
     )
     doc["ok"] = bool(doc["hash_available"])
@@ -79,7 +79,7 @@ def doctor(home: Home) -> dict[str, Any]:
         settings = defaults()
         blockers.append(_finding("config_invalid", exc.message,
                                  f"requiem config validate --file {home.config_path}"))
-    caps = sandbox_capabilities()
+    caps = sandbox_capabilities(home)
     reasons = caps.get("reasons", {})
     for state in ("unsupported", "partial"):
         for cap in caps[state]:

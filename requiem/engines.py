@@ -32,8 +32,8 @@ class RequiemEngine:
     name = "requiem"
 
     def __init__(self, cas: Cas, perturbation: Perturbation | None = None,
-                 required: tuple[str, ...] = ()) -> None:
-        self._runner = Runner(cas, required)
+                 required: tuple[str, ...] = (), probe_cache: str | None = None) -> None:
+        self._runner = Runner(cas, required, probe_cache)
         self._perturbation = perturbation
 
     def run(self, request: Request,
@@ -98,7 +98,8 @@ class Session:
         self.home = home
         self.config = load_config(home)
         self.cas = Cas(home.cas_root)
-        self._native = RequiemEngine(self.cas, required=self._required())
+        self._native = RequiemEngine(self.cas, required=self._required(),
+                                     probe_cache=str(home.root))
         self._perturbed: RequiemEngine | None = None
 
     def _required(self) -> tuple[str, ...]:
@@ -187,7 +188,7 @@ class Session:
                 if self._perturbed is None:
                     self._perturbed = RequiemEngine(
                         self.cas, Perturbation.default(keep_out=(str(self.home.root),)),
-                        self._required())
+                        self._required(), str(self.home.root))
                 secondary = self._perturbed.run(request, lambda r: self._record_execution(
                     request, r, secondary_engine, dual_run=True))
         except RequiemError as exc:

@@ -159,15 +159,18 @@ def _copy_workspace(workspace: str, keep_out: tuple[str, ...]) -> str | None:
 class Runner:
     """Runs requests against one home's CAS, reusing sandbox backends across runs."""
 
-    def __init__(self, cas: Cas, required: tuple[str, ...] = ()) -> None:
+    def __init__(self, cas: Cas, required: tuple[str, ...] = (),
+                 probe_cache: str | None = None) -> None:
         self.cas = cas
         # Capabilities config.json requires of every run, on top of each request's own.
         self.required = required
+        # Where the sandbox probe's findings are cached between processes (the home).
+        self.probe_cache = probe_cache
         self._backends: dict[str, sandbox.Backend] = {}
 
     def backend(self, name: str) -> sandbox.Backend:
         if name not in self._backends:
-            self._backends[name] = sandbox.select_backend(name)
+            self._backends[name] = sandbox.select_backend(name, cache_dir=self.probe_cache)
         return self._backends[name]
 
     def close(self) -> None:
@@ -230,6 +233,7 @@ class Runner:
                 hostname="requiem" if deterministic or not perturbation else perturbation.hostname,
                 allow_network=request.policy.network,
                 rlimits=sandbox.Rlimits(**request.policy.sandbox.rlimits),
+                readonly_paths=request.policy.sandbox.readonly_paths,
             )
             report = backend.report(spec)
             wanted = dict.fromkeys((*request.policy.sandbox.require, *self.required))

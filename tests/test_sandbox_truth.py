@@ -110,6 +110,16 @@ def test_select_backend_names_and_reuse() -> None:
         assert auto.backend == "bwrap" and "canary" in auto.backend_reason
 
 
+def test_a_closed_zygote_is_replaced(ws: Path) -> None:
+    """A Runner closes the backends it used; the next select_backend must not hand out a dead zygote."""
+    first = harness.backend_or_skip("zygote")
+    first.close()
+    first.close()  # idempotent
+    second = select_backend("zygote")
+    assert second is not first
+    assert harness.run(second, ws, ["true"], executable="/bin/true").exit.exit_code == 0
+
+
 def test_check_required() -> None:
     report = SandboxReport.from_states({"seccomp_bpf": ("enforced", "x"), "rlimits": ("partial", "nproc")},
                                        "zygote")

@@ -221,7 +221,7 @@ def test_refresh_picks_up_runs_made_by_another_process(demo: Path, tmp_path: Pat
 def test_cas_and_mismatch_views_open_from_the_main_screen(
         demo: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     app = RequiemApp(Home.resolve(str(demo)), refresh_s=3600)
-    puts = shared_demo(tmp_path_factory)[1]["cas_inputs"]
+    puts = shared_demo(tmp_path_factory)[1]["cas_puts"]
 
     async def scenario(pilot: Pilot[None]) -> None:
         await pilot.press("c")

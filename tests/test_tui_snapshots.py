@@ -6,6 +6,7 @@ Update after a deliberate change with:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from datetime import datetime, timedelta
@@ -65,6 +66,9 @@ PROBES = Probes(clock=lambda: NOW, host=lambda path: HOST, health=lambda home: H
 @pytest.fixture
 def fixed_home(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
     """A history written through the real producers with every timestamp chosen."""
+    ROOT.mkdir(exist_ok=True)
+    lock = os.open(ROOT / f".{request.node.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another test run on this machine uses the same path
     root = ROOT / request.node.name
     shutil.rmtree(root, ignore_errors=True)
     home = Home.resolve(str(root))
@@ -99,6 +103,7 @@ def fixed_home(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     os.utime(history.history_path(home), (stamp, stamp))
     yield home
     shutil.rmtree(root, ignore_errors=True)
+    os.close(lock)
 
 
 def fixed_app(home: Home) -> RequiemApp:

@@ -108,17 +108,21 @@ class RequiemApp(App[None]):
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
-        # The doctor waits for the first data: it would slow the first paint down.
-        due = time.monotonic() - self._doctor_at >= self.doctor_every_s
-        if (doctor or due) and not self._doctor_running and self.snapshot is not None:
-            self._doctor_running = True
-            self._doctor_at = time.monotonic()
-            self._run_doctor()
+        if doctor or time.monotonic() - self._doctor_at >= self.doctor_every_s:
+            self._start_doctor()
         if self._refreshing:
             self._refresh_again = True
             return
         self._refreshing = True
-        self._load_snapshot(self.filter_text)
+        self._load_snapshot(self.filter_text, first=self.snapshot is None)
+
+    def _start_doctor(self) -> None:
+        # It waits for the first data, which it would otherwise slow down.
+        if self._doctor_running or self.snapshot is None:
+            return
+        self._doctor_running = True
+        self._doctor_at = time.monotonic()
+        self._run_doctor()
 
     def inventory(self) -> CasInventory:
         """The CAS inventory shared by refreshes and the CAS view (headers are read once)."""
@@ -129,8 +133,8 @@ class RequiemApp(App[None]):
         return self._inventory
 
     @work(thread=True, exit_on_error=False, group="refresh")
-    def _load_snapshot(self, filter_text: str) -> None:
-        if self.snapshot is None:
+    def _load_snapshot(self, filter_text: str, first: bool) -> None:
+        if first:
             # The first paint need not wait for Polars and DuckDB: the core knows these facts.
             from requiem.diagnostics import health
 
@@ -182,7 +186,7 @@ class RequiemApp(App[None]):
     def _refreshed(self) -> None:
         self._refreshing = False
         if self._doctor_at == float("-inf"):
-            self._refresh_again = True  # the first data is up: now the doctor
+            self._start_doctor()
         if self._refresh_again:
             self._refresh_again = False
             self.refresh_now()

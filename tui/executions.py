@@ -94,7 +94,7 @@ class ExecutionsPanel(Vertical, can_focus=False):
         added = [key for key in rows if key not in present]
         for key in added:
             table.add_row(*self._cells(rows[key]), key=key)
-        if added or len(present) != len(rows):
+        if added:
             self._sort()
         if selected in rows:
             table.move_cursor(row=table.get_row_index(selected), scroll=False)
@@ -110,7 +110,7 @@ class ExecutionsPanel(Vertical, can_focus=False):
         p99 = millis(latency["p99_ms"]) if latency else "—"
         self.border_subtitle = (" · ".join(f"{name} {count(outcomes.get(name))}" for name in
                                            ("ok", "failed", "timeout", "refused"))
-                                + f" · p50 {p50} ms · p99 {p99} ms")
+                                + f" · last hour p50 {p50} ms · p99 {p99} ms")
         self._show_heading()
 
     def _show_heading(self) -> None:

@@ -13,7 +13,7 @@ def cmd_demo(args: argparse.Namespace) -> tuple[Any, int]:
     from requiem.demo import run_demo, stderr_progress
 
     summary = run_demo(home_of(args), progress=stderr_progress)
-    stderr_progress("done")
+    stderr_progress(f"done in {summary['elapsed_s']} s; next: {summary['next']}\n")
     return summary, EXIT_OK
 
 

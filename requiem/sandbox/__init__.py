@@ -28,7 +28,6 @@ __all__ = [
     "Rlimits",
     "SandboxReport",
     "check_required",
-    "close_backends",
     "machine_capabilities",
     "probe",
     "select_backend",
@@ -72,15 +71,18 @@ def select_backend(name: str = "auto", cache_dir: str | os.PathLike[str] | None 
     if name not in BACKENDS:
         raise RequiemError(SANDBOX_UNAVAILABLE, f"unknown sandbox backend {name!r}; known: {', '.join(BACKENDS)}")
     with _lock:
-        if name in _backends:
+        # A backend its user closed (a Runner's close()) is started afresh for the next one.
+        if name in _backends and getattr(_backends[name], "alive", True):
             return _backends[name]
         if name == "none":
             _backends[name] = NoneBackend("asked for by name: plain spawn, nothing enforced")
             return _backends[name]
         found = probe(cache_dir)
         real, reason = choose(found) if name == "auto" else (name, "")
+        cached = _backends.get(real)
         try:
-            backend = _backends.get(real) or (NoneBackend(reason) if real == "none" else _make(real, found))
+            backend = cached if cached is not None and getattr(cached, "alive", True) else (
+                NoneBackend(reason) if real == "none" else _make(real, found))
         except RequiemError as exc:
             if name != "auto":
                 raise
@@ -89,15 +91,6 @@ def select_backend(name: str = "auto", cache_dir: str | os.PathLike[str] | None 
             _backends[real] = backend
         _backends[name] = backend
         return backend
-
-
-def close_backends() -> None:
-    """Stop long-lived helpers (the zygote); later select_backend calls start fresh ones."""
-    with _lock:
-        unique = {id(b): b for b in _backends.values()}
-        _backends.clear()
-    for backend in unique.values():
-        backend.close()
 
 
 def check_required(report: SandboxReport, require: list[str]) -> None:

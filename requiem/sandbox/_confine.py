@@ -34,7 +34,7 @@ def _mountpoint(target: str, like: str) -> None:
 def _bind(source: str, target: str, attrs: int) -> None:
     _mountpoint(target, source)
     _linux.mount(source, target, None, _linux.MS_BIND | _linux.MS_REC)
-    _linux.mount_setattr(target, attr_set=attrs)
+    _linux.mount_setattr(target, attrs)
 
 
 def _tmpfs(target: str, flags: int = _linux.MS_NOSUID | _linux.MS_NODEV) -> None:
@@ -49,7 +49,7 @@ def _proc(target: str) -> None:
         path = f"{target}/{name}"
         if os.path.exists(path):
             _linux.mount(path, path, None, _linux.MS_BIND | _linux.MS_REC)
-            _linux.mount_setattr(path, attr_set=_RO)
+            _linux.mount_setattr(path, _RO)
 
 
 def _dev(target: str) -> None:

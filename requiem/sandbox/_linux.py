@@ -15,14 +15,14 @@ _NR = {
                 "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446},
 }.get(ARCH, {})
 
-CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x2000000, 0x4000000, 0x8000000
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x4000000, 0x8000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER = 1, 4, 24, 36
 PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
-PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 66, 1
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 MNT_DETACH = 2
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 1, 2, 4
@@ -92,11 +92,10 @@ def pivot_root(new_root: str, put_old: str) -> None:
     _syscall("pivot_root", ctypes.c_char_p(new_root.encode()), ctypes.c_char_p(put_old.encode()))
 
 
-def mount_setattr(path: str, attr_set: int = 0, attr_clr: int = 0, recursive: bool = True) -> None:
-    """Change mount flags (e.g. read-only) of one mount or, recursively, of a whole subtree."""
-    attr = ctypes.create_string_buffer(struct.pack("QQQQ", attr_set, attr_clr, 0, 0), 32)
-    _syscall("mount_setattr", _AT_FDCWD, ctypes.c_char_p(path.encode()),
-             _AT_RECURSIVE if recursive else 0, attr, 32)
+def mount_setattr(path: str, attr_set: int) -> None:
+    """Set mount flags (read-only, nosuid, nodev) on a mount and every mount below it."""
+    attr = ctypes.create_string_buffer(struct.pack("QQQQ", attr_set, 0, 0, 0), 32)
+    _syscall("mount_setattr", _AT_FDCWD, ctypes.c_char_p(path.encode()), _AT_RECURSIVE, attr, 32)
 
 
 def sethostname(name: str) -> None:

@@ -365,8 +365,14 @@ class Zygote:
     def pipe_readable(self, fd: int) -> bool:
         """Take what the pipe holds; False once nothing more is to be had now."""
         run = self.by_fd[fd]
-        if fd == run.init_fd:  # the init is dead, and with it every process of the run
-            self.close_pipe(fd)
+        if fd == run.init_fd:
+            # Ask again: an event from this poll batch may be for an fd closed since, whose number this
+            # pidfd now has (pipes are safe: their reads just find nothing).
+            again = select.poll()
+            again.register(fd, select.POLLIN)
+            if not again.poll(0):
+                return False
+            self.close_pipe(fd)  # the init is dead, and with it every process of the run
             self.finish(run, {})
             return False
         try:

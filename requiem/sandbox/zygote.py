@@ -111,6 +111,11 @@ class ZygoteBackend:
         self._reader = threading.Thread(target=self._read_events, name="requiem-zygote-reader", daemon=True)
         self._reader.start()
 
+    @property
+    def alive(self) -> bool:
+        """False once closed, or once the zygote died."""
+        return self._alive
+
     def report(self, spec: LaunchSpec) -> SandboxReport:
         return dataclasses.replace(zygote_plan(self._probe, spec).report, backend_reason=self.reason)
 
@@ -186,6 +191,9 @@ class ZygoteBackend:
         """Closing our end makes the zygote kill whatever still runs and exit."""
         with self._lock:
             self._alive = False
-        self._sock.shutdown(socket.SHUT_RDWR)
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed before
         self._reader.join()
         self._sock.close()
