@@ -15,7 +15,6 @@ from requiem.contract import Request
 from requiem.errors import (
     MISSING_INPUT,
     QUOTA_EXCEEDED,
-    SANDBOX_UNAVAILABLE,
     SPAWN_FAILED,
     TIMEOUT,
     RequiemError,
@@ -236,14 +235,8 @@ class Runner:
                 readonly_paths=request.policy.sandbox.readonly_paths,
             )
             report = backend.report(spec)
-            wanted = dict.fromkeys((*request.policy.sandbox.require, *self.required))
-            missing = [c for c in wanted if report.state(c) != "enforced"]
-            if missing:
-                raise RequiemError(
-                    SANDBOX_UNAVAILABLE,
-                    "required sandbox capabilities are not enforced here: " + ", ".join(missing),
-                    missing=missing, sandbox_applied=report.to_json(),
-                )
+            sandbox.check_required(
+                report, list(dict.fromkeys((*request.policy.sandbox.require, *self.required))))
             trace.add("spawn", command=request.command, argc=len(request.argv) + 1)
             outcome = self._spawn_and_wait(backend, spec, request, stdout, stderr)
             with write_guard(self.cas.root):

@@ -14,7 +14,6 @@ from requiem.sandbox.base import (
     Rlimits,
     SandboxReport,
 )
-from requiem.sandbox.none import NoneBackend
 from requiem.sandbox.probe import machine_capabilities, probe
 
 __all__ = [
@@ -34,6 +33,15 @@ __all__ = [
 ]
 
 BACKENDS = ("auto", "bwrap", "zygote", "none")
+
+
+def __getattr__(name: str) -> object:
+    # NoneBackend pulls in subprocess and ctypes; `requiem health` never needs it.
+    if name == "NoneBackend":
+        from requiem.sandbox.none import NoneBackend
+
+        return NoneBackend
+    raise AttributeError(f"module 'requiem.sandbox' has no attribute {name!r}")
 _lock = threading.Lock()
 _backends: dict[str, Backend] = {}
 
@@ -66,6 +74,7 @@ def select_backend(name: str = "auto", cache_dir: str | os.PathLike[str] | None 
     report's backend_reason says why. A named backend that does not work here raises sandbox_unavailable.
     """
     from requiem.errors import SANDBOX_UNAVAILABLE, RequiemError
+    from requiem.sandbox.none import NoneBackend
     from requiem.sandbox.plan import choose
 
     if name not in BACKENDS:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 CAPABILITIES = (
     "workspace_confinement",
@@ -16,14 +15,14 @@ CAPABILITIES = (
 )
 
 
-@dataclass(frozen=True)
-class SandboxReport:
+# NamedTuples, not dataclasses: importing dataclasses costs ~10 ms on every CLI start.
+class SandboxReport(NamedTuple):
     """Which capabilities hold for a run (or on this machine), each with the reason for its state."""
 
     enforced: tuple[str, ...] = ()
     partial: tuple[str, ...] = ()
     unsupported: tuple[str, ...] = CAPABILITIES
-    reasons: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = {}
     backend: str = "none"
     backend_reason: str = ""
 
@@ -61,8 +60,7 @@ class SandboxReport:
                    tuple(buckets["unsupported"]), reasons, backend, backend_reason)
 
 
-@dataclass(frozen=True)
-class Rlimits:
+class Rlimits(NamedTuple):
     """Resource limits a run asks for; None means "leave as inherited"."""
 
     cpu_seconds: int | None = None
@@ -73,8 +71,7 @@ class Rlimits:
     processes: int | None = None
 
 
-@dataclass
-class LaunchSpec:
+class LaunchSpec(NamedTuple):
     """Everything a backend needs to start one command; paths are absolute host paths."""
 
     executable: str
@@ -87,7 +84,7 @@ class LaunchSpec:
     umask: int = 0o022
     hostname: str | None = None
     allow_network: bool = False
-    rlimits: Rlimits = field(default_factory=Rlimits)
+    rlimits: Rlimits = Rlimits()
     # Extra host paths the command may read (e.g. a toolchain outside /usr); bound read-only.
     readonly_paths: tuple[str, ...] = ()
     # (uid, gid) the command runs as; None keeps the engine's. Needs root to differ from the engine's.
@@ -96,8 +93,7 @@ class LaunchSpec:
     mdwe: bool = False
 
 
-@dataclass(frozen=True)
-class Exit:
+class Exit(NamedTuple):
     """How a child ended: exit code or signal, plus its resource usage (outside any digest)."""
 
     exit_code: int | None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -233,7 +232,7 @@ class BwrapBackend:
         self._program = _seccomp.build(False) if _seccomp.supported() else None
 
     def report(self, spec: LaunchSpec) -> SandboxReport:
-        return dataclasses.replace(bwrap_plan(self._probe, spec).report, backend_reason=self.reason)
+        return bwrap_plan(self._probe, spec).report._replace(backend_reason=self.reason)
 
     def spawn(self, spec: LaunchSpec) -> BwrapChild:
         plan = bwrap_plan(self._probe, spec)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from requiem.sandbox._layout import SCRATCH_DIRS, SYSTEM_DIRS
 from requiem.sandbox.base import LaunchSpec, SandboxReport
@@ -16,8 +15,7 @@ _RLIMITS = (("cpu_seconds", "CPU"), ("address_space_bytes", "AS"), ("open_files"
 _VIEW = f"read-only {' '.join(SYSTEM_DIRS)}, writable workspace only, private {' '.join(SCRATCH_DIRS)}"
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """What one run will get: the steps to apply, and the report they earn when every step succeeds."""
 
     report: SandboxReport
@@ -28,7 +26,7 @@ class Plan:
     unix_sockets_only: bool = False
     drop_caps: bool = False
     mdwe: bool = False
-    rlimits: dict[str, int] = field(default_factory=dict)
+    rlimits: dict[str, int] = {}
     required_steps: tuple[str, ...] = ()
 
 

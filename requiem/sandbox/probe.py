@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -137,4 +136,4 @@ def machine_capabilities(cache_dir: str | os.PathLike[str] | None = None) -> San
         report = zygote_plan(found, spec).report
     else:
         report = SandboxReport.from_states({}, "none")
-    return dataclasses.replace(report, backend_reason=why)
+    return report._replace(backend_reason=why)

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import array
-import dataclasses
 import errno
 import itertools
 import json
@@ -117,7 +116,7 @@ class ZygoteBackend:
         return self._alive
 
     def report(self, spec: LaunchSpec) -> SandboxReport:
-        return dataclasses.replace(zygote_plan(self._probe, spec).report, backend_reason=self.reason)
+        return zygote_plan(self._probe, spec).report._replace(backend_reason=self.reason)
 
     def spawn(self, spec: LaunchSpec) -> ZygoteChild:
         plan = zygote_plan(self._probe, spec)
