@@ -98,6 +98,16 @@ def _connect(path: Path, read_only: bool, deadline: float, timeout: float) -> An
             time.sleep(random.uniform(0.01, 0.05))
 
 
+def _quiet(con: Any) -> None:
+    """No progress bar: it would write into the one JSON document a command prints."""
+    import duckdb
+
+    try:
+        con.execute("SET enable_progress_bar = false")
+    except duckdb.Error:
+        pass  # inside Jupyter DuckDB refuses the setting unless ipywidgets is installed
+
+
 @contextmanager
 def _hold(home: Any, exclusive: bool) -> Iterator[Any]:
     """One short hold of the database: lock, connect (migrating if writable), yield, close."""
@@ -107,8 +117,7 @@ def _hold(home: Any, exclusive: bool) -> Iterator[Any]:
     try:
         con = _connect(path, not exclusive, deadline, timeout)
         try:
-            # Its progress bar would write into the one JSON document a command prints.
-            con.execute("SET enable_progress_bar = false")
+            _quiet(con)
             if exclusive:
                 migrate(con, str(path))
             yield con

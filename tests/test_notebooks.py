@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
-from nbclient.exceptions import CellExecutionError
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 KERNEL = "requiem-venv"
-# requiem.history runs `SET enable_progress_bar = false` in every hold, which DuckDB refuses
-# inside a Jupyter kernel unless ipywidgets is installed. Once history.py tolerates that
-# refusal, this strict marker fails the test as XPASS: delete it then.
-PROGRESS_BAR_SETTING_REFUSED = pytest.mark.xfail(
-    importlib.util.find_spec("ipywidgets") is None, raises=CellExecutionError, strict=True,
-    reason="requiem.history's SET enable_progress_bar fails in Jupyter without ipywidgets")
-
-
 @pytest.fixture
 def private_jupyter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A kernelspec for this interpreter in a temp dir; the user's Jupyter setup is never read."""
@@ -36,7 +26,6 @@ def private_jupyter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return KERNEL
 
 
-@PROGRESS_BAR_SETTING_REFUSED
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_on_a_demo_history(path: Path, private_jupyter: str, tmp_path: Path,
                                          tmp_path_factory: pytest.TempPathFactory,
