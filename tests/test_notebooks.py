@@ -11,6 +11,8 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 KERNEL = "requiem-venv"
+
+
 @pytest.fixture
 def private_jupyter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A kernelspec for this interpreter in a temp dir; the user's Jupyter setup is never read."""

@@ -30,10 +30,10 @@ from requiem.sandbox import (  # noqa: E402
     SandboxReport,
     check_required,
     machine_capabilities,
-    probe,
     select_backend,
 )
 from requiem.sandbox import _linux  # noqa: E402
+from requiem.sandbox.probe import probe  # noqa: E402
 from requiem.sandbox.zygote import ZygoteBackend  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +70,8 @@ def test_machine_capabilities_shape() -> None:
 _TIMED = """
 import json, sys, time
 t0 = time.perf_counter()
-from requiem.sandbox import machine_capabilities, probe
+from requiem.sandbox import machine_capabilities
+from requiem.sandbox.probe import probe
 t1 = time.perf_counter()
 machine_capabilities(sys.argv[1])
 t2 = time.perf_counter()

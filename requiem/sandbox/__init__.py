@@ -14,7 +14,6 @@ from requiem.sandbox.base import (
     Rlimits,
     SandboxReport,
 )
-from requiem.sandbox.probe import machine_capabilities, probe
 
 __all__ = [
     "BACKENDS",
@@ -28,7 +27,6 @@ __all__ = [
     "SandboxReport",
     "check_required",
     "machine_capabilities",
-    "probe",
     "select_backend",
 ]
 
@@ -36,11 +34,16 @@ BACKENDS = ("auto", "bwrap", "zygote", "none")
 
 
 def __getattr__(name: str) -> object:
-    # NoneBackend pulls in subprocess and ctypes; `requiem health` never needs it.
+    # Loaded on first use: the plain backend pulls in subprocess and ctypes, which `requiem
+    # health` never needs, and a run on the plain backend never needs the probe.
     if name == "NoneBackend":
         from requiem.sandbox.none import NoneBackend
 
         return NoneBackend
+    if name == "machine_capabilities":
+        from requiem.sandbox.probe import machine_capabilities
+
+        return machine_capabilities
     raise AttributeError(f"module 'requiem.sandbox' has no attribute {name!r}")
 _lock = threading.Lock()
 _backends: dict[str, Backend] = {}
@@ -86,6 +89,8 @@ def select_backend(name: str = "auto", cache_dir: str | os.PathLike[str] | None 
         if name == "none":
             _backends[name] = NoneBackend("asked for by name: plain spawn, nothing enforced")
             return _backends[name]
+        from requiem.sandbox.probe import probe
+
         found = probe(cache_dir)
         real, reason = choose(found) if name == "auto" else (name, "")
         cached = _backends.get(real)

@@ -12,7 +12,8 @@ from pathlib import Path
 import harness
 
 from requiem.errors import RequiemError
-from requiem.sandbox import probe, select_backend
+from requiem.sandbox import select_backend
+from requiem.sandbox.probe import probe
 
 
 def main(workdir: Path) -> None:
