@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import rfc8785
-
 from requiem.errors import JSON_DUPLICATE_KEY, JSON_PARSE_ERROR, QUOTA_EXCEEDED, RequiemError
 
 MAX_DOCUMENT_BYTES = 1 << 20
@@ -128,6 +126,8 @@ def dumps(value: Any) -> bytes:
                               ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             pass  # a lone surrogate: let rfc8785 say so
+    import rfc8785  # only for floats and non-BMP keys: the stdlib encoder handles the rest
+
     try:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as exc:

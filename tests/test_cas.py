@@ -142,12 +142,24 @@ def test_bad_put_inputs(cli, tmp_path: Path) -> None:
     assert missing.returncode == directory.returncode == 1
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_is_an_error(cli, tmp_path: Path) -> None:
+def test_unreadable_file_is_an_error(home: Path, tmp_path: Path) -> None:
+    import shutil
+
     src = tmp_path / "secret"
     src.write_bytes(b"x")
     src.chmod(0)
-    assert cli("cas", "put", "--in", str(src)).json["error"]["code"] == "missing_input"
+    argv = cli_command() + ["--home", str(home), "cas", "put", "--in", str(src)]
+    if os.geteuid() == 0:
+        # Root reads any file; without its capabilities (bounding set cleared) it cannot.
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root and setpriv (util-linux) is missing to drop capabilities")
+        argv = [setpriv, "--bounding-set=-all", "--inh-caps=-all", "--", *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["error"]["code"] == "missing_input"
+    assert "permission denied" in json.loads(proc.stdout)["error"]["message"]
+    assert list(Cas(home / "cas").list_digests()) == []
 
 
 def test_full_disk_leaves_no_partial_object(tmp_path: Path) -> None:
