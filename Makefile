@@ -21,11 +21,8 @@ setup: $(BIN)/.installed compile
 	@bash scripts/install-system-deps.sh
 
 demo: setup
-	$(BIN)/requiem --home $(DEMO_HOME) health
-	head -c 1000000 /dev/urandom > $(DEMO_HOME).bin
-	$(BIN)/requiem --home $(DEMO_HOME) cas put --in $(DEMO_HOME).bin --compress zstd
-	$(BIN)/requiem --home $(DEMO_HOME) cas verify --all
-	$(BIN)/requiem --home $(DEMO_HOME) cas stats --top 3
+	$(BIN)/requiem --home $(DEMO_HOME) demo
+	$(BIN)/requiem-tui --home $(DEMO_HOME)
 
 test: setup
 	$(BIN)/ruff check --select F,E9 --quiet requiem tui analytics tests benchmarks

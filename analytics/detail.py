@@ -12,7 +12,8 @@ from requiem.analytics.source import HomeLike, as_home, first_row
 from requiem.cas import Cas
 from requiem.errors import RequiemError
 
-READ_LIMIT = 64 << 10
+READ_LIMIT = 64 << 10  # of stdout and stderr shown
+DOCUMENT_LIMIT = 16 << 20  # request and result documents are read whole, up to this
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,10 @@ def execution_detail(home: HomeLike, record_id: str,
     if record is None:
         return None
     cas = Cas(resolved.cas_root)
-    result = read_content(cas, record.get("result_object"), 16 << 20)
+    result = read_content(cas, record.get("result_object"), DOCUMENT_LIMIT)
     return ExecutionDetail(
         record=record,
-        request=read_content(cas, record.get("request_object"), 16 << 20),
+        request=read_content(cas, record.get("request_object"), DOCUMENT_LIMIT),
         result=result,
         stdout=read_content(cas, record.get("stdout_digest"), limit),
         stderr=read_content(cas, record.get("stderr_digest"), limit),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any, Sequence
 
@@ -14,24 +15,36 @@ OUTCOMES = ("ok", "failed", "timeout", "refused")
 # A run that did not exit 0 either never started (refused), ran out of time, or failed.
 OUTCOME_SQL = """CASE WHEN ok THEN 'ok' WHEN termination_reason = 'refused' THEN 'refused'
   WHEN termination_reason = 'timeout' THEN 'timeout' ELSE 'failed' END"""
-# What the `/` filter of recent_executions searches, besides the outcome.
-FILTERED_COLUMNS = ("command", "engine", "request_id", "error_code", "termination_reason",
-                    "request_digest", "result_digest", "record_id")
+# What the `/` filter of recent_executions searches: text anywhere in these (any case)...
+TEXT_COLUMNS = ("command", "engine", "request_id", "error_code", "termination_reason")
+# ...and, for a hex needle, the start of these (a digest is found by its first characters).
+DIGEST_COLUMNS = ("record_id", "request_digest", "result_digest")
+
+
+def _filter_clause(text: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of a `/` filter; the text is data, never SQL."""
+    needle = (text or "").strip().lower()
+    if not needle:
+        return "", []
+    pattern = "%" + re.sub(r"([\\%_])", r"\\\1", needle) + "%"
+    tests = [f"{column} ILIKE ? ESCAPE '\\'" for column in TEXT_COLUMNS]
+    params: list[Any] = [pattern] * len(TEXT_COLUMNS)
+    tests.append(f"contains({OUTCOME_SQL}, ?)")
+    params.append(needle)
+    if re.fullmatch(r"[0-9a-f]+", needle):
+        tests += [f"starts_with({column}, ?)" for column in DIGEST_COLUMNS]
+        params += [needle] * len(DIGEST_COLUMNS)
+    return f"WHERE {' OR '.join(tests)}", params
 
 
 def recent_executions(con: Any, limit: int = 200, filter: str | None = None) -> pl.DataFrame:
-    """The newest `limit` executions, newest first; `filter` keeps rows containing it (any case).
+    """The newest `limit` executions, newest first; `filter` keeps only the matching ones.
 
-    The filter is matched against the command, engine, outcome, request id, error code,
-    termination reason and digests, over the whole history (not just the newest rows).
+    A filter matches text anywhere in the command, engine, request id, error code or
+    termination reason (any case), the outcome, or the first characters of a digest; it
+    searches the whole history, not just the newest rows.
     """
-    needle = (filter or "").strip().lower()
-    where = ""
-    params: list[Any] = []
-    if needle:
-        tests = [f"contains(lower(coalesce({c}, '')), ?)" for c in FILTERED_COLUMNS]
-        where = f"WHERE {' OR '.join(tests)} OR contains({OUTCOME_SQL}, ?)"
-        params = [needle] * (len(FILTERED_COLUMNS) + 1)
+    where, params = _filter_clause(filter)
     return frame(con, f"""
         SELECT record_id, recorded_at, start_timestamp, engine, command, {OUTCOME_SQL} AS outcome,
                exit_code, error_code, termination_reason, duration_ms, dual_run, request_id,

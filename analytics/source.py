@@ -15,8 +15,14 @@ HomeLike = Home | str | os.PathLike[str]
 
 
 def as_home(home: HomeLike) -> Home:
-    """A Home from a Home or a directory path (notebooks pass paths)."""
-    return home if isinstance(home, Home) else Home.resolve(os.fspath(home))
+    """A Home from a Home or a directory path, whose CAS root config.json may move."""
+    if isinstance(home, Home):
+        return home
+    from types import SimpleNamespace
+
+    from requiem.commands import home_of
+
+    return home_of(SimpleNamespace(home=os.fspath(home)))
 
 
 @contextmanager

@@ -192,12 +192,10 @@ def bench_app(home: Home, count: int) -> None:
             ticks: list[float] = []
             app.set_interval(0.005, lambda: ticks.append(time.perf_counter()))
             await pilot.pause(0.1)
-            before = app.snapshot
             started = time.perf_counter()
             app.refresh_now()  # what the timer does every --refresh seconds
-            while app.snapshot is before:
-                await pilot.pause(0.001)
-            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause()  # the handler has run and the screen is painted
             elapsed = (time.perf_counter() - started) * 1000
             window = [t for t in ticks if t >= started]
             stall = max((b - a for a, b in zip(window, window[1:])), default=0.0) * 1000

@@ -61,8 +61,9 @@ def test_filter_searches_the_whole_history_not_just_the_newest_rows(
         digest = hf.digest_of("request 7")[:10]
         assert analytics.recent_executions(con, 5, digest)["request_id"].to_list() == ["req-7"]
         assert analytics.recent_executions(con, 5, "nothing-like-this").is_empty()
-        # A filter is data, never SQL.
+        # A filter is data, never SQL nor a LIKE pattern.
         assert analytics.recent_executions(con, 5, "'; DROP TABLE executions; --").is_empty()
+        assert analytics.recent_executions(con, 5, "%").is_empty()
         assert con.sql("SELECT count(*) FROM executions").fetchall()[0][0] == 50
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from rich.text import Text
 from textual import on, work
@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 DEFAULT_REFRESH_S = 2.0
 DEFAULT_LIMIT = 200
-# The doctor re-hashes a sample of CAS objects (whole objects): worth doing, not every refresh.
-DOCTOR_EVERY_S = 60.0
+# The doctor re-hashes 32 whole CAS objects and probes the machine: worth doing at start, on
+# `r` and every few minutes, never every refresh.
+DOCTOR_EVERY_S = 300.0
 
 
 class StatusBar(Static):
@@ -252,25 +253,37 @@ class RequiemApp(App[None]):
                             self.action_help)
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
+def _positive(convert: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: a number (int or float) that must be > 0."""
+
+    def parse(text: str) -> float:
+        value = convert(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be > 0")
+        return value
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `requiem-tui` console script."""
+    from requiem.commands import home_of
+    from requiem.errors import RequiemError
     from requiem.home import Home
 
     parser = argparse.ArgumentParser(prog="requiem-tui", description=__doc__)
     parser.add_argument("--home", help="state directory (default $REQUIEM_HOME or ./.requiem)")
-    parser.add_argument("--refresh", type=_positive, default=DEFAULT_REFRESH_S, metavar="SECONDS",
+    parser.add_argument("--refresh", type=_positive(float), default=DEFAULT_REFRESH_S,
+                        metavar="SECONDS",
                         help=f"seconds between refreshes (default {DEFAULT_REFRESH_S:g})")
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+    parser.add_argument("--limit", type=_positive(int), default=DEFAULT_LIMIT,
                         help=f"recent executions shown (default {DEFAULT_LIMIT})")
     args = parser.parse_args(argv)
-    RequiemApp(Home.resolve(args.home), refresh_s=args.refresh, limit=args.limit).run()
+    try:
+        home = home_of(args)
+    except RequiemError:
+        home = Home.resolve(args.home)  # the health panel shows why config.json is invalid
+    RequiemApp(home, refresh_s=args.refresh, limit=args.limit).run()
     return 0
 
 
