@@ -34,6 +34,11 @@ def _check_values(value: Any, pointer: str, depth: int) -> None:
         _check_string(value, pointer)
     elif isinstance(value, bool) or value is None:
         return
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise RequiemError(
+                JSON_PARSE_ERROR, f"number at {pointer or '/'} overflows an IEEE-754 double"
+            )
     elif isinstance(value, int):
         if abs(value) > _MAX_SAFE_INTEGER:
             raise RequiemError(

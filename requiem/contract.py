@@ -199,8 +199,11 @@ def _policy(c: _Checker, raw: Any) -> Policy:
 
 
 def request_digest_of(document: dict[str, Any]) -> str:
-    """BLAKE3(JCS(the request as received, minus request_id and nonce))."""
-    core = {k: v for k, v in document.items() if k not in ("request_id", "nonce")}
+    """BLAKE3(JCS(the request as received, minus request_id and nonce, secret values redacted)).
+
+    Hashing secret values would let anyone holding the history test guesses against the digest.
+    """
+    core = {k: v for k, v in redacted_document(document).items() if k not in ("request_id", "nonce")}
     return hashing.hash_bytes(canonical.dumps(core))
 
 
@@ -272,18 +275,24 @@ def is_secret_name(name: str) -> bool:
     return bool(SECRET_NAME.fullmatch(name))
 
 
+REDACTED = "<redacted>"
+
+
 def redacted_document(document: dict[str, Any]) -> dict[str, Any]:
-    """The request as stored: secret-named env and required_env entries removed."""
+    """The request as stored and digested: values of secret-named env entries replaced."""
     doc = dict(document)
-    if isinstance(doc.get("env"), dict):
-        doc["env"] = {k: v for k, v in doc["env"].items() if not is_secret_name(k)}
+
+    def scrub(env: Any) -> Any:
+        if not isinstance(env, dict):
+            return env
+        return {k: REDACTED if isinstance(k, str) and is_secret_name(k) else v
+                for k, v in env.items()}
+
+    if "env" in doc:
+        doc["env"] = scrub(doc["env"])
     policy = doc.get("policy")
-    if isinstance(policy, dict) and isinstance(policy.get("required_env"), dict):
-        policy = dict(policy)
-        policy["required_env"] = {
-            k: v for k, v in policy["required_env"].items() if not is_secret_name(k)
-        }
-        doc["policy"] = policy
+    if isinstance(policy, dict) and "required_env" in policy:
+        doc["policy"] = {**policy, "required_env": scrub(policy["required_env"])}
     return doc
 
 

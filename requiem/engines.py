@@ -32,8 +32,9 @@ class RequiemEngine:
     name = "requiem"
 
     def __init__(self, cas: Cas, perturbation: Perturbation | None = None,
-                 required: tuple[str, ...] = (), probe_cache: str | None = None) -> None:
-        self._runner = Runner(cas, required, probe_cache)
+                 required: tuple[str, ...] = (), probe_cache: str | None = None,
+                 protected: tuple[str, ...] = ()) -> None:
+        self._runner = Runner(cas, required, probe_cache, protected)
         self._perturbation = perturbation
 
     def run(self, request: Request,
@@ -99,11 +100,14 @@ class Session:
         self.config = load_config(home)
         self.cas = Cas(home.cas_root)
         self._native = RequiemEngine(self.cas, required=self._required(),
-                                     probe_cache=str(home.root))
+                                     probe_cache=str(home.root), protected=self._protected())
         self._perturbed: RequiemEngine | None = None
 
     def _required(self) -> tuple[str, ...]:
         return tuple(self.config["sandbox"]["required"])
+
+    def _protected(self) -> tuple[str, ...]:
+        return (str(self.home.root), str(self.home.cas_root))
 
     def close(self) -> None:
         self._native.close()
@@ -188,7 +192,7 @@ class Session:
                 if self._perturbed is None:
                     self._perturbed = RequiemEngine(
                         self.cas, Perturbation.default(keep_out=(str(self.home.root),)),
-                        self._required(), str(self.home.root))
+                        self._required(), str(self.home.root), self._protected())
                 secondary = self._perturbed.run(request, lambda r: self._record_execution(
                     request, r, secondary_engine, dual_run=True))
         except RequiemError as exc:

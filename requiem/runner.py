@@ -13,6 +13,7 @@ from requiem.cas import Cas, CasWriter
 from requiem.cas_guard import write_guard
 from requiem.contract import Request
 from requiem.errors import (
+    INVALID_REQUEST,
     MISSING_INPUT,
     QUOTA_EXCEEDED,
     SPAWN_FAILED,
@@ -159,8 +160,10 @@ class Runner:
     """Runs requests against one home's CAS, reusing sandbox backends across runs."""
 
     def __init__(self, cas: Cas, required: tuple[str, ...] = (),
-                 probe_cache: str | None = None) -> None:
+                 probe_cache: str | None = None, protected: tuple[str, ...] = ()) -> None:
         self.cas = cas
+        # The Requiem home and CAS: a sandboxed command must never see or write them.
+        self.protected = tuple(os.path.realpath(p) for p in protected)
         # Capabilities config.json requires of every run, on top of each request's own.
         self.required = required
         # Where the sandbox probe's findings are cached between processes (the home).
@@ -217,6 +220,7 @@ class Runner:
         executable = resolve_command(request.command, cwd)
         deterministic = request.policy.deterministic
         backend = self.backend(request.policy.sandbox.backend)
+        masked = self._masked_paths(workspace, backend.name)
         stdout = self.cas.writer()
         stderr = self.cas.writer()
         try:
@@ -233,6 +237,7 @@ class Runner:
                 allow_network=request.policy.network,
                 rlimits=sandbox.Rlimits(**request.policy.sandbox.rlimits),
                 readonly_paths=request.policy.sandbox.readonly_paths,
+                masked_paths=masked,
             )
             report = backend.report(spec)
             sandbox.check_required(
@@ -248,6 +253,27 @@ class Runner:
         finally:
             stdout.abort()
             stderr.abort()
+
+    def _masked_paths(self, workspace: str, backend: str) -> tuple[str, ...]:
+        """The protected paths inside this workspace; refuses workspaces a sandbox cannot keep."""
+        if backend == "none":
+            return ()  # nothing is enforced, and the report says so
+        from requiem.sandbox._layout import covers_system
+
+        if covers_system(workspace):
+            raise RequiemError(INVALID_REQUEST, f"/workspace_root: {workspace} contains system "
+                               "directories (/usr, /etc, /tmp, /run); a sandboxed workspace must not",
+                               pointer="/workspace_root")
+        root = workspace.rstrip("/") + "/"
+        masked = []
+        for path in self.protected:
+            if path == workspace or root.startswith(path.rstrip("/") + "/"):
+                raise RequiemError(INVALID_REQUEST, f"/workspace_root: {workspace} lies inside the "
+                                   f"Requiem home {path}", pointer="/workspace_root")
+            if path.startswith(root):
+                os.makedirs(path, exist_ok=True)  # a mount needs its mount point
+                masked.append(path)
+        return tuple(masked)
 
     def _materialise_inputs(self, request: Request, workspace: str) -> None:
         for path, digest in sorted(request.inputs.items()):
@@ -296,10 +322,10 @@ class Runner:
                 env: dict[str, str]) -> dict[str, Any]:
         exit_info = outcome["exit"]
         reason = outcome["reason"]
-        if reason == "exited" and exit_info.signal is not None:
-            reason = "signaled"
         exit_code = None
-        if reason in ("exited", "signaled"):
+        if reason == "exited":
+            # A death by signal N is exit code 128+N, the shell's convention: bwrap can only report
+            # it that way, so every backend does, and the digest cannot depend on the backend.
             exit_code = exit_info.exit_code if exit_info.signal is None else 128 + exit_info.signal
         error_code = {"timeout": TIMEOUT, "output_limit": QUOTA_EXCEEDED}.get(reason)
         trace.add("exit", exit_code=exit_code, termination_reason=reason)
@@ -360,6 +386,7 @@ class Runner:
             "sandbox_applied": report.to_json(),
             "determinism_confidence": determinism_confidence(request, report),
             "resource_usage": exit_info.rusage,
+            "signal": exit_info.signal,
             "start_timestamp": start_ts,
             "end_timestamp": utc_now_iso(),
             "duration_ms": round((time.monotonic_ns() - start_ns) / 1e6, 3),

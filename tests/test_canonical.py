@@ -42,6 +42,8 @@ def test_duplicate_keys_at_any_depth_are_rejected(doc: bytes) -> None:
         b"[" * 100 + b"]" * 100,
         b"[" * 100000,
         b'{"big": 9007199254740993}',
+        b'{"huge": 1e400}',
+        b'[-1e999]',
     ],
 )
 def test_non_rfc8259_input_is_a_parse_error(doc: bytes) -> None:

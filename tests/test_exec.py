@@ -282,3 +282,52 @@ def test_every_run_writes_one_spool_record(home: Path, tmp_path: Path, ws: Path)
     stored = canonical.loads(cas.read_bytes(ok["result_object"]))
     assert stored["result_digest"] == ok["result_digest"]
     assert canonical.loads(cas.read_bytes(ok["request_object"]))["command"] == "true"
+
+
+def test_request_digest_does_not_depend_on_secret_values(home: Path, tmp_path: Path, ws: Path) -> None:
+    base = {"command": "true", "workspace_root": str(ws), "policy": PLAIN}
+    _, a = run_request(home, tmp_path, {**base, "env": {"API_TOKEN": "first-secret"}})
+    _, b = run_request(home, tmp_path, {**base, "env": {"API_TOKEN": "other-secret"}})
+    assert a["request_digest"] == b["request_digest"]
+    stored = canonical.loads(Cas(home / "cas").read_bytes(a["request_object"]))
+    assert stored["env"] == {"API_TOKEN": "<redacted>"}
+    assert contract.request_digest_of(stored) == a["request_digest"]
+
+
+def test_exit_codes_above_128_read_the_same_on_every_backend(home: Path, tmp_path: Path,
+                                                              ws: Path) -> None:
+    for script in ("exit 137", "kill -9 $$"):
+        outcomes = []
+        for backend in ("none", "auto"):
+            _, result = run_request(home, tmp_path, {
+                "command": "sh", "argv": ["-c", script], "workspace_root": str(ws),
+                "policy": {"sandbox": {"backend": backend}}})
+            exit_event = next(e["data"] for e in result["trace_events"] if e["type"] == "exit")
+            outcomes.append((result["exit_code"], result["termination_reason"], exit_event))
+        assert outcomes[0] == outcomes[1] == (137, "exited", {"exit_code": 137,
+                                                              "termination_reason": "exited"})
+
+
+def test_a_sandboxed_command_cannot_touch_the_home_inside_its_workspace(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    home = ws / ".requiem"
+    req = tmp_path / "r.json"
+    req.write_text(json.dumps({"command": "sh", "argv": ["-c",
+        "mkdir -p .requiem && echo '{\"config_version\": 1, \"legacy_engine\": {\"path\": \"x\"}}'"
+        " > .requiem/config.json"], "workspace_root": str(ws)}))
+    got = run_cli("exec", "run", "--request", str(req), "--out", str(tmp_path / "o.json"),
+                  home=home)
+    result = json.loads((tmp_path / "o.json").read_text())
+    if "workspace_confinement" not in result.get("sandbox_applied", {}).get("enforced", []):
+        pytest.skip("no sandbox backend enforces workspace confinement here")
+    assert got.returncode == 0, result
+    assert not (home / "config.json").exists()
+    assert "home inside the workspace is hidden" in result["sandbox_applied"]["reasons"][
+        "workspace_confinement"]
+
+
+def test_a_workspace_over_system_directories_is_refused(home: Path, tmp_path: Path) -> None:
+    code, result = run_request(home, tmp_path, {"command": "true", "workspace_root": "/"})
+    assert code == 1 and result["error"]["code"] == "invalid_request"
+    assert result["error"]["pointer"] == "/workspace_root"

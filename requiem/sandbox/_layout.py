@@ -30,17 +30,25 @@ def base_layout() -> list[list[str]]:
     return [list(op) for op in _base()]  # the host's / does not change under us: look once
 
 
-def run_layout(workspace: str, readonly_paths: tuple[str, ...] = ()) -> list[list[str]]:
-    """The part one run adds: its read-only extras and its writable workspace."""
+def run_layout(workspace: str, readonly_paths: tuple[str, ...] = (),
+               masked_paths: tuple[str, ...] = ()) -> list[list[str]]:
+    """The part one run adds: its read-only extras, its writable workspace, masks inside it."""
     # Real paths: a source is later opened below another root, where absolute symlinks would mislead.
     ops = [["ro", real, real] for real in map(os.path.realpath, readonly_paths)]
     real_ws = os.path.realpath(workspace)
-    return ops + [["rw", real_ws, real_ws]]
+    return ops + [["rw", real_ws, real_ws]] + [["tmpfs", m] for m in map(os.path.realpath, masked_paths)]
 
 
-def layout(workspace: str, readonly_paths: tuple[str, ...] = ()) -> list[list[str]]:
+def layout(workspace: str, readonly_paths: tuple[str, ...] = (),
+           masked_paths: tuple[str, ...] = ()) -> list[list[str]]:
     """Every mount operation of a run, in order."""
-    return base_layout() + run_layout(workspace, readonly_paths)
+    return base_layout() + run_layout(workspace, readonly_paths, masked_paths)
+
+
+def covers_system(workspace: str) -> bool:
+    """Whether a writable bind of this workspace would lay over the system or scratch dirs."""
+    real = os.path.realpath(workspace).rstrip("/") + "/"
+    return any((d + "/").startswith(real) for d in (*SYSTEM_DIRS, *SCRATCH_DIRS, "/proc", "/dev"))
 
 
 def visible(path: str, ops: list[list[str]]) -> bool:

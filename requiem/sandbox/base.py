@@ -91,6 +91,9 @@ class LaunchSpec(NamedTuple):
     run_as: tuple[int, int] | None = None
     # Memory-deny-write-execute: opt-in, because it breaks JIT runtimes (JVM, V8, LuaJIT).
     mdwe: bool = False
+    # Paths inside the workspace the command must not see (the Requiem home, the CAS): each is
+    # covered by an empty private tmpfs after the workspace is bound.
+    masked_paths: tuple[str, ...] = ()
 
 
 class Exit(NamedTuple):

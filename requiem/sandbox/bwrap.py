@@ -183,7 +183,7 @@ def launch(tools: dict[str, str | None], spec: LaunchSpec, limits: dict[str, int
            program: bytes | None) -> BwrapChild:
     """Start bwrap; while it waits on --block-fd, set its init's rlimits and check its namespaces; release it."""
     become_subreaper()  # bwrap's init outlives bwrap briefly: it must come back to us, not to pid 1
-    ops = _layout.layout(spec.workspace, spec.readonly_paths)
+    ops = _layout.layout(spec.workspace, spec.readonly_paths, spec.masked_paths)
     _check_runnable(tools, spec, ops)
     # We may prlimit bwrap's init ourselves (same uid) while it waits, which saves the exec of prlimit(1);
     # under run_as it is another uid and we lack CAP_SYS_RESOURCE, so prlimit(1) wraps bwrap instead.

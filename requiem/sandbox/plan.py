@@ -13,6 +13,7 @@ State = tuple[str, str]
 _RLIMITS = (("cpu_seconds", "CPU"), ("address_space_bytes", "AS"), ("open_files", "NOFILE"),
             ("file_size_bytes", "FSIZE"), ("core_bytes", "CORE"), ("processes", "NPROC"))
 _VIEW = f"read-only {' '.join(SYSTEM_DIRS)}, writable workspace only, private {' '.join(SCRATCH_DIRS)}"
+_MASKED = "; the Requiem home inside the workspace is hidden"
 
 
 class Plan(NamedTuple):
@@ -93,7 +94,8 @@ def bwrap_plan(probe: dict[str, Any], spec: LaunchSpec) -> Plan:
     prlimit = _ok(probe, "rlimits") and (not spec.run_as or bool(probe["tools"].get("prlimit")))
     seccomp = status.get("Seccomp") == "2"
     states: dict[str, State] = {
-        "workspace_confinement": ("enforced", f"{_VIEW} (bwrap mount namespace; canary: {canary['evidence']})"),
+        "workspace_confinement": ("enforced", f"{_VIEW}{_MASKED * bool(spec.masked_paths)} "
+                                              f"(bwrap mount namespace; canary: {canary['evidence']})"),
         "network_isolation": _network(spec, _ev(probe, "netns")),
         "process_isolation": ("enforced", "pid namespace, --die-with-parent, killing its init ends the namespace"),
         "seccomp_bpf": ("enforced", f"deny list answers ENOSYS, foreign arch killed (canary: Seccomp 2; "
@@ -123,8 +125,13 @@ def zygote_plan(probe: dict[str, Any], spec: LaunchSpec) -> Plan:
     no_ns = f"no namespaces ({_ev(probe, 'userns')}; {_ev(probe, 'mountns')})"
     states: dict[str, State] = {}
     if ns:
-        states["workspace_confinement"] = ("enforced", f"{_VIEW} (mount namespace: {_ev(probe, 'mountns')})"
+        states["workspace_confinement"] = ("enforced", f"{_VIEW}{_MASKED * bool(spec.masked_paths)} "
+                                           f"(mount namespace: {_ev(probe, 'mountns')})"
                                            + (f"; Landlock ABI {abi} on top" if abi else ""))
+    elif abi >= 3 and spec.masked_paths:
+        states["workspace_confinement"] = ("partial", f"Landlock ABI {abi}: writes only beneath the workspace, "
+                                           f"but without a mount namespace the Requiem home inside it "
+                                           f"cannot be hidden ({no_ns})")
     elif abi >= 3:
         states["workspace_confinement"] = ("enforced", f"Landlock ABI {abi}: writes only beneath the workspace "
                                            f"({_ev(probe, 'landlock')}); {no_ns}: /tmp is not private")

@@ -152,7 +152,7 @@ class ZygoteBackend:
             "spec": {"executable": spec.executable, "argv": spec.argv, "env": spec.env,
                      "cwd": os.path.realpath(spec.cwd), "umask": spec.umask, "hostname": spec.hostname,
                      "run_as": list(spec.run_as) if spec.run_as else None},
-            "layout": _layout.run_layout(spec.workspace, spec.readonly_paths),
+            "layout": _layout.run_layout(spec.workspace, spec.readonly_paths, spec.masked_paths),
             "steps": {"namespaces": plan.namespaces, "netns": plan.netns, "landlock_abi": plan.landlock_abi,
                       "workspace": os.path.realpath(spec.workspace), "allow_network": spec.allow_network,
                       "drop_caps": plan.drop_caps, "mdwe": plan.mdwe, "seccomp": plan.seccomp,
