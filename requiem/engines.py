@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Protocol
 
-from requiem import canonical, contract, dual
+from requiem import canonical, confinement, contract, dual
 from requiem.cas import Cas
 from requiem.cas_guard import write_guard
 from requiem.contract import Request
@@ -38,8 +38,9 @@ class RequiemEngine:
         self._perturbation = perturbation
 
     def run(self, request: Request,
-            on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        return self._runner.run(request, self._perturbation, on_result)
+            on_result: Callable[[dict[str, Any]], None] | None = None,
+            moved_to: str | None = None) -> dict[str, Any]:
+        return self._runner.run(request, self._perturbation, on_result, moved_to)
 
     def close(self) -> None:
         self._runner.close()
@@ -172,31 +173,44 @@ class Session:
 
     def _dual(self, request: Request) -> dict[str, Any]:
         try:
-            primary = self._native.run(
-                request, lambda r: self._record_execution(request, r, "requiem", dual_run=True))
-        except RequiemError as exc:
-            self._record_refusal(request.document, request, exc, "dual")
-            return exc.to_json()
-        try:
             legacy = self._legacy()
             secondary_engine = legacy.name
         except RequiemError:
             legacy = None
             secondary_engine = "requiem-perturbed"
+        copy = None
         try:
-            if legacy is not None:
-                secondary = legacy.run(request)
-                with write_guard(self.cas.root):
-                    self._record_execution(request, secondary, secondary_engine, dual_run=True)
-            else:
-                if self._perturbed is None:
-                    self._perturbed = RequiemEngine(
-                        self.cas, Perturbation.default(keep_out=(str(self.home.root),)),
-                        self._required(), str(self.home.root), self._protected())
-                secondary = self._perturbed.run(request, lambda r: self._record_execution(
-                    request, r, secondary_engine, dual_run=True))
-        except RequiemError as exc:
-            secondary = exc.to_json()
+            if legacy is None:
+                from requiem.runner import copy_workspace
+
+                # Before the primary runs: the secondary must start from the same files.
+                copy = copy_workspace(confinement.workspace_root(request.workspace_root),
+                                      (str(self.home.root), str(self.home.cas_root)))
+            try:
+                primary = self._native.run(request, lambda r: self._record_execution(
+                    request, r, "requiem", dual_run=True))
+            except RequiemError as exc:
+                self._record_refusal(request.document, request, exc, "dual")
+                return exc.to_json()
+            try:
+                if legacy is not None:
+                    secondary = legacy.run(request)
+                    with write_guard(self.cas.root):
+                        self._record_execution(request, secondary, secondary_engine, dual_run=True)
+                else:
+                    if self._perturbed is None:
+                        self._perturbed = RequiemEngine(
+                            self.cas, Perturbation.default(), self._required(),
+                            str(self.home.root), self._protected())
+                    secondary = self._perturbed.run(request, lambda r: self._record_execution(
+                        request, r, secondary_engine, dual_run=True), moved_to=copy)
+            except RequiemError as exc:
+                secondary = exc.to_json()
+        finally:
+            if copy is not None:
+                import shutil
+
+                shutil.rmtree(copy, ignore_errors=True)
         report = dual.compare(primary, secondary, read=self._read_quietly)
         report.update({"primary_engine": "requiem", "secondary_engine": secondary_engine})
         write_record(self.home.spool_dir, "dual_run", {

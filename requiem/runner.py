@@ -37,15 +37,12 @@ class Perturbation(NamedTuple):
     umask: int = 0o077
     hostname: str = "requiem-perturbed"
     reverse_env_order: bool = True
-    move_workspace: bool = True
-    # Never copied when the workspace moves (the Requiem home often sits inside it).
-    keep_out: tuple[str, ...] = ()
 
     @classmethod
-    def default(cls, keep_out: tuple[str, ...] = ()) -> "Perturbation":
+    def default(cls) -> "Perturbation":
         host = dict(os.environ)
         host.update({"TZ": "Pacific/Kiritimati", "LANG": "fr_FR.UTF-8", "LC_ALL": "fr_FR.UTF-8"})
-        return cls(host_env=host, keep_out=keep_out)
+        return cls(host_env=host)
 
 
 class Trace:
@@ -131,8 +128,11 @@ def _inline(data: bytes) -> tuple[str, str]:
         return base64.b64encode(data).decode("ascii"), "base64"
 
 
-def _copy_workspace(workspace: str, keep_out: tuple[str, ...]) -> str | None:
-    """A copy of a small workspace at a new path (for a dual run), or None if too large."""
+def copy_workspace(workspace: str, keep_out: tuple[str, ...]) -> str | None:
+    """A copy of a small workspace at a new path (for a dual run), or None if too large.
+
+    Taken before the primary runs, so the secondary starts from the same files.
+    """
     excluded = {os.path.realpath(p) for p in keep_out}
     total = 0
     for root, dirs, files in os.walk(workspace):
@@ -154,6 +154,21 @@ def _copy_workspace(workspace: str, keep_out: tuple[str, ...]) -> str | None:
     target = tempfile.mkdtemp(prefix="requiem-dual-ws-")
     shutil.copytree(workspace, target, symlinks=True, dirs_exist_ok=True, ignore=ignore)
     return os.path.realpath(target)
+
+
+def _rebased(request: Request, old: str, new: str) -> Request:
+    """The request with absolute paths under the old workspace moved under the new one."""
+    prefix = old.rstrip("/") + "/"
+
+    def move(path: str) -> str:
+        if path == old or path.startswith(prefix):
+            return new + path[len(old):]
+        return path
+
+    return request._replace(
+        cwd=None if request.cwd is None else move(request.cwd),
+        inputs={move(p): d for p, d in request.inputs.items()},
+    )
 
 
 class Runner:
@@ -180,28 +195,23 @@ class Runner:
             backend.close()
 
     def run(self, request: Request, perturbation: Perturbation | None = None,
-            on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+            on_result: Callable[[dict[str, Any]], None] | None = None,
+            moved_to: str | None = None) -> dict[str, Any]:
         """Run one validated request and return its result document (refusals raise).
 
         on_result is called with the result while the objects it names are guarded against a
-        concurrent GC (the caller records the run there).
+        concurrent GC (the caller records the run there). moved_to runs it in a copy of the
+        workspace at another path, absolute request paths following the move.
         """
         workspace = confinement.workspace_root(request.workspace_root)
-        moved_to = None
-        if perturbation and perturbation.move_workspace:
-            moved_to = _copy_workspace(workspace, perturbation.keep_out)
+        if moved_to is not None:
+            request = _rebased(request, workspace, moved_to)
+            workspace = moved_to
         start_ns = time.monotonic_ns()
         start_ts = utc_now_iso()
         trace = Trace(start_ns)
         trace.add("request", request_digest=request.request_digest)
-        try:
-            return self._run_in(request, moved_to or workspace, perturbation, trace,
-                                start_ns, start_ts, on_result)
-        finally:
-            if moved_to:
-                import shutil
-
-                shutil.rmtree(moved_to, ignore_errors=True)
+        return self._run_in(request, workspace, perturbation, trace, start_ns, start_ts, on_result)
 
     def _run_in(self, request: Request, workspace: str, perturbation: Perturbation | None,
                 trace: Trace, start_ns: int, start_ts: str,

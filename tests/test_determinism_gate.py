@@ -31,14 +31,15 @@ def _workspace(tmp_path: Path) -> Path:
 
 
 def _requests(ws: Path) -> dict[str, dict]:
+    # Concurrent workers share one workspace (its path is part of the request digest), so the
+    # archive goes to stdout: a shared output file would be rewritten under another run's feet.
     base = {"workspace_root": str(ws), "timeout_ms": 20000}
     return {
         "sort": {**base, "command": "sort", "argv": ["in/data.txt"]},
         "python": {**base, "command": "python3", "argv": ["hash.py"]},
         "tar": {**base, "command": "tar",
                 "argv": ["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner",
-                         "--mode=go-w", "-cf", "out.tar", "tree"],
-                "outputs": ["out.tar"]},
+                         "--mode=go-w", "-cf", "-", "tree"]},
     }
 
 

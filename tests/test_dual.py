@@ -95,3 +95,15 @@ def test_dual_rate_samples_default_runs(home: Path, tmp_path: Path) -> None:
     run_request(home, tmp_path, {"command": "true", "policy": PLAIN},
                 env={"REQUIEM_ENGINE_DUAL_RATE": "0"})
     assert len(spool_records(home, "dual_run")) == 1
+
+
+def test_secondary_starts_from_the_workspace_the_primary_saw(home: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "log").write_text("start\n")
+    code, result = run_request(home, tmp_path, {
+        "command": "sh", "argv": ["-c", "echo x >> log; wc -l < log"], "workspace_root": str(ws),
+        "cwd": str(ws), "outputs": [str(ws / "log")], "policy": PLAIN}, "--engine", "dual")
+    assert code == 0, result
+    assert result["stdout"] == "2\n"
+    assert result["dual_run"]["categories"] in ([], ["timing_diff"]), result["dual_run"]
