@@ -156,19 +156,16 @@ def copy_workspace(workspace: str, keep_out: tuple[str, ...]) -> str | None:
     return os.path.realpath(target)
 
 
-def _rebased(request: Request, old: str, new: str) -> Request:
-    """The request with absolute paths under the old workspace moved under the new one."""
+def _mover(old: str, new: str | None) -> Callable[[str], str]:
+    """Maps request paths under the old workspace root to the new one (identity when not moved)."""
     prefix = old.rstrip("/") + "/"
 
     def move(path: str) -> str:
-        if path == old or path.startswith(prefix):
+        if new is not None and (path == old or path.startswith(prefix)):
             return new + path[len(old):]
         return path
 
-    return request._replace(
-        cwd=None if request.cwd is None else move(request.cwd),
-        inputs={move(p): d for p, d in request.inputs.items()},
-    )
+    return move
 
 
 class Runner:
@@ -204,23 +201,25 @@ class Runner:
         workspace at another path, absolute request paths following the move.
         """
         workspace = confinement.workspace_root(request.workspace_root)
-        if moved_to is not None:
-            request = _rebased(request, workspace, moved_to)
-            workspace = moved_to
+        move = _mover(workspace, moved_to)
         start_ns = time.monotonic_ns()
         start_ts = utc_now_iso()
         trace = Trace(start_ns)
         trace.add("request", request_digest=request.request_digest)
-        return self._run_in(request, workspace, perturbation, trace, start_ns, start_ts, on_result)
+        return self._run_in(request, moved_to or workspace, perturbation, trace, start_ns,
+                            start_ts, on_result, move)
 
     def _run_in(self, request: Request, workspace: str, perturbation: Perturbation | None,
                 trace: Trace, start_ns: int, start_ts: str,
-                on_result: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-        cwd = confinement.inside(workspace, request.cwd or ".", "/cwd")
+                on_result: Callable[[dict[str, Any]], None] | None,
+                move: Callable[[str], str]) -> dict[str, Any]:
+        cwd = confinement.inside(workspace, move(request.cwd or "."), "/cwd")
         if not os.path.isdir(cwd):
             raise RequiemError(SPAWN_FAILED, f"/cwd: not a directory: {request.cwd}")
-        output_paths = {p: confinement.inside(workspace, p, f"/outputs/{p}") for p in request.outputs}
-        self._materialise_inputs(request, workspace)
+        output_paths = {p: move(p) for p in request.outputs}
+        for path, where in output_paths.items():
+            confinement.inside(workspace, where, f"/outputs/{path}")
+        self._materialise_inputs(request, workspace, move)
         if request.inputs:
             trace.add("inputs", input_digests=dict(sorted(request.inputs.items())))
         host_env = perturbation.host_env if perturbation else dict(os.environ)
@@ -285,16 +284,17 @@ class Runner:
                 masked.append(path)
         return tuple(masked)
 
-    def _materialise_inputs(self, request: Request, workspace: str) -> None:
+    def _materialise_inputs(self, request: Request, workspace: str,
+                            move: Callable[[str], str]) -> None:
         for path, digest in sorted(request.inputs.items()):
             pointer = f"/inputs/{path}"
-            target = confinement.inside(workspace, path, pointer)
+            target = confinement.inside(workspace, move(path), pointer)
             if not self.cas.contains(digest):
                 raise RequiemError(MISSING_INPUT, f"{pointer}: {digest} is not in the CAS",
                                    pointer=pointer, digest=digest)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             # Directories made above may not change where the target resolves; check again.
-            target = confinement.inside(workspace, path, pointer)
+            target = confinement.inside(workspace, move(path), pointer)
             self.cas.get_to_file(digest, target)
 
     def _spawn_and_wait(self, backend: sandbox.Backend, spec: sandbox.LaunchSpec,
@@ -356,8 +356,8 @@ class Runner:
             }
 
         output_digests: dict[str, str | None] = {}
-        for path, real in sorted(output_paths.items()):
-            output_digests[path] = self._collect_output(workspace, path, real, trace)
+        for path, where in sorted(output_paths.items()):
+            output_digests[path] = self._collect_output(workspace, path, where, trace)
         if output_digests:
             trace.add("outputs", output_digests=output_digests)
 
@@ -408,10 +408,10 @@ class Runner:
             result["warnings"] = list(request.warnings)
         return result
 
-    def _collect_output(self, workspace: str, path: str, real: str, trace: Trace) -> str | None:
+    def _collect_output(self, workspace: str, path: str, where: str, trace: Trace) -> str | None:
         try:
             # The command may have replaced the output with a symlink out of the workspace.
-            real = confinement.inside(workspace, path, f"/outputs/{path}")
+            real = confinement.inside(workspace, where, f"/outputs/{path}")
         except RequiemError:
             trace.add("output_rejected", path=path, reason="path_escape")
             return None
