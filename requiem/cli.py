@@ -8,7 +8,13 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from requiem.errors import EXIT_FORCE_RUST, EXIT_USAGE, INVALID_REQUEST, RequiemError
+from requiem.errors import (
+    ENGINE_UNAVAILABLE,
+    EXIT_FORCE_RUST,
+    EXIT_USAGE,
+    INVALID_REQUEST,
+    RequiemError,
+)
 
 # Commands that would run the Requiem engine; FORCE_RUST=1 hands them back to the caller.
 _ENGINE_COMMANDS = frozenset({"exec"})
@@ -60,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     if args.command in _ENGINE_COMMANDS and os.environ.get("FORCE_RUST") == "1":
-        emit({"ok": False, "force_rust": True,
-              "message": "FORCE_RUST=1: the Requiem engine is disabled; use the Rust engine"})
+        error = RequiemError(ENGINE_UNAVAILABLE, "FORCE_RUST=1: the Requiem engine is disabled; "
+                             "use the Rust engine", exit_code=EXIT_FORCE_RUST, force_rust=True)
+        emit({**error.to_json(), "force_rust": True})
         return EXIT_FORCE_RUST
     try:
         from requiem import hashing

@@ -118,6 +118,7 @@ def verify(bundle: dict[str, Any], request: dict[str, Any] | None = None,
         proc = subprocess.run(verifier, shell=True, env=env, capture_output=True, timeout=60)
         checks["signature"] = {"ok": proc.returncode == 0}
     elif signature:
-        checks["signature"] = {"ok": True, "verified": False,
-                               "note": "present, not checked (no --verifier given)"}
+        # A signature nobody checked proves nothing: say so rather than pass.
+        checks["signature"] = {"ok": False, "verified": False,
+                               "note": "present but not checked: give --verifier"}
     return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}

@@ -276,9 +276,11 @@ class Runner:
         root = workspace.rstrip("/") + "/"
         masked = []
         for path in self.protected:
-            if path == workspace or root.startswith(path.rstrip("/") + "/"):
-                raise RequiemError(INVALID_REQUEST, f"/workspace_root: {workspace} lies inside the "
-                                   f"Requiem home {path}", pointer="/workspace_root")
+            # A workspace below the home is fine (the rest of the home is not mounted); one that
+            # is the home or the CAS could only run with its own contents hidden.
+            if path == workspace:
+                raise RequiemError(INVALID_REQUEST, f"/workspace_root: {workspace} is the Requiem "
+                                   "home or CAS itself", pointer="/workspace_root")
             if path.startswith(root):
                 os.makedirs(path, exist_ok=True)  # a mount needs its mount point
                 masked.append(path)

@@ -39,15 +39,13 @@ def write_record(spool_dir: Path, kind: str, payload: dict[str, Any]) -> str:
         raise
     os.close(fd)
     os.rename(temp, final)
+    # The rename itself must survive a power cut: the caller is told the record is durable.
+    dir_fd = os.open(spool_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
     return record_id
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    """Parse one spool file strictly; raises RequiemError (json_*) or ValueError if malformed."""
-    record = canonical.load_file(path, max_bytes=16 << 20)
-    if not isinstance(record, dict) or record.get("kind") not in RECORD_KINDS:
-        raise ValueError(f"{path.name}: not a history record")
-    return record
 
 
 def pending(spool_dir: Path) -> list[Path]:

@@ -13,7 +13,7 @@ import pytest
 
 from requiem.history import open_history
 from requiem.home import Home
-from tests.conftest import cli_command, run_cli
+from tests.conftest import cli_command
 
 LOOPS = 8
 RUNS = 50
@@ -84,14 +84,8 @@ def test_spool_producers_and_a_folder_lose_nothing(home: Path, tmp_path: Path) -
     assert not list((home / "spool").glob("*.json"))
 
 
-def _exec_available() -> bool:
-    return run_cli("exec", "run", "--help").returncode == 0
-
-
 @pytest.mark.slow
 def test_exec_runs_and_a_folder_lose_nothing(home: Path, tmp_path: Path) -> None:
-    if not _exec_available():
-        pytest.skip("`requiem exec run` is not available in this build yet")
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"command": "/bin/true"}))
     stop = tmp_path / "stop"

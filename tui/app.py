@@ -135,15 +135,15 @@ class RequiemApp(App[None]):
 
     @work(thread=True, exit_on_error=False, group="refresh")
     def _load_snapshot(self, filter_text: str, first: bool) -> None:
-        if first:
-            # The first paint need not wait for Polars and DuckDB: the core knows these facts.
-            from requiem.diagnostics import health
-
-            self.post_message(HealthReady((self.probes.health if self.probes else health)(
-                self.home)))
-        from requiem.analytics import snapshot
-
         try:
+            if first:
+                # The first paint need not wait for Polars and DuckDB: the core knows these facts.
+                from requiem.diagnostics import health
+
+                self.post_message(HealthReady((self.probes.health if self.probes else health)(
+                    self.home)))
+            from requiem.analytics import snapshot
+
             snap = snapshot(self.home, limit=self.limit, filter=filter_text or None,
                             inventory=self.inventory(), probes=self.probes)
         except Exception as exc:  # busy or broken history: say so, keep the last data

@@ -5,11 +5,24 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 
 from requiem.sandbox.base import LaunchSpec, SandboxReport
-from requiem.sandbox.proc import PidfdChild, adopted, become_subreaper, descendants
+from requiem.sandbox.proc import PidfdChild, adopted, become_subreaper, descendants, others_live
 
 __all__ = ["NoneBackend", "PlainChild", "become_subreaper"]
+
+# Held from Popen until the child is owned, and while orphans are listed: in between, a fresh
+# child of another thread would look like an orphan.
+_spawning = threading.Lock()
+
+
+def _belongs(orphan: int, session: int, alone: bool) -> bool:
+    """An adopted orphan is this run's when it kept the run's session, or no other run is live."""
+    try:
+        return alone or os.getsid(orphan) == session
+    except ProcessLookupError:
+        return False
 
 
 class PlainChild(PidfdChild):
@@ -18,8 +31,11 @@ class PlainChild(PidfdChild):
     def kill_tree(self) -> None:
         running = self._exit is None
         victims = [self.pid, *descendants(self.pid)] if running else []
-        # Orphans re-parented to us (we are a subreaper) that belong to no live run of ours.
-        orphans = [p for p in adopted() if p != self.pid]
+        # Orphans re-parented to us (we are a subreaper). With other runs live, a setsid escapee
+        # cannot be told apart from theirs, so only those still in this run's session are taken.
+        with _spawning:
+            alone = not others_live(self.pid)
+            orphans = [p for p in adopted() if p != self.pid and _belongs(p, self.pid, alone)]
         for orphan in orphans:
             victims += [orphan, *descendants(orphan)]
         try:
@@ -52,7 +68,11 @@ class NoneBackend:
         return SandboxReport.from_states({}, self.name, self.reason)
 
     def spawn(self, spec: LaunchSpec) -> PlainChild:
-        popen = subprocess.Popen(
+        with _spawning:
+            return PlainChild(self._popen(spec))
+
+    def _popen(self, spec: LaunchSpec) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             spec.argv,
             executable=spec.executable,
             stdin=subprocess.DEVNULL,
@@ -64,7 +84,6 @@ class NoneBackend:
             umask=spec.umask,
             close_fds=True,
         )
-        return PlainChild(popen)
 
     def close(self) -> None:
         pass

@@ -38,6 +38,11 @@ def disown(pid: int) -> None:
     _own.discard(pid)
 
 
+def others_live(pid: int) -> bool:
+    """Whether any direct child other than pid is still waited for (another run in flight)."""
+    return bool(_own - {pid})
+
+
 def adopted() -> list[int]:
     """Children of this process no backend waits for: orphans re-parented to us as a subreaper."""
     return [pid for pid in children_of(os.getpid()) if pid not in _own]
