@@ -92,7 +92,11 @@ def bwrap_plan(probe: dict[str, Any], spec: LaunchSpec) -> Plan:
     status = canary.get("status", {})
     # prlimit(2) on bwrap's init, or prlimit(1) around bwrap under run_as
     prlimit = _ok(probe, "rlimits") and (not spec.run_as or bool(probe["tools"].get("prlimit")))
-    seccomp = status.get("Seccomp") == "2"
+    # Seccomp 2 alone could be a filter the engine inherited (Docker, systemd): count ours only,
+    # built for this architecture and proved by the probe's distinctive-errno check.
+    from requiem.sandbox import _seccomp
+
+    seccomp = status.get("Seccomp") == "2" and _seccomp.supported() and _ok(probe, "seccomp")
     states: dict[str, State] = {
         "workspace_confinement": ("enforced", f"{_VIEW}{_MASKED * bool(spec.masked_paths)} "
                                               f"(bwrap mount namespace; canary: {canary['evidence']})"),
