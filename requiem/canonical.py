@@ -47,7 +47,7 @@ def _check_values(value: Any, pointer: str, depth: int) -> None:
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_string(key, pointer)
-            _check_values(item, f"{pointer}/{_escape_pointer(key)}", depth + 1)
+            _check_values(item, f"{pointer}/{escape_pointer(key)}", depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_values(item, f"{pointer}/{index}", depth + 1)
@@ -62,7 +62,8 @@ def _check_string(text: str, pointer: str) -> None:
         ) from None
 
 
-def _escape_pointer(key: str) -> str:
+def escape_pointer(key: str) -> str:
+    """A key as one JSON-pointer segment (RFC 6901: ~ as ~0, / as ~1)."""
     return key.replace("~", "~0").replace("/", "~1")
 
 

@@ -6,6 +6,7 @@ import re
 from typing import Any, NamedTuple
 
 from requiem import canonical, hashing
+from requiem.canonical import escape_pointer
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
@@ -147,15 +148,11 @@ class _Checker:
     def env_map(self, value: Any, pointer: str) -> dict[str, str]:
         env = self.object(value, pointer)
         for name, val in env.items():
-            where = f"{pointer}/{_escape(name)}"
+            where = f"{pointer}/{escape_pointer(name)}"
             if not name or "=" in name or "\x00" in name:
                 raise self.fail(where, "environment names must be non-empty, without '=' or NUL")
             self.string(val, where, empty=True)
         return dict(env)
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
 
 
 def _policy(c: _Checker, raw: Any) -> Policy:
@@ -229,7 +226,7 @@ def parse_request(document: Any) -> Request:
     outputs = c.string_list(document.get("outputs", []), "/outputs", limit=MAX_OUTPUTS)
     inputs = c.object(document.get("inputs", {}), "/inputs")
     for path, digest in inputs.items():
-        where = f"/inputs/{_escape(path)}"
+        where = f"/inputs/{escape_pointer(path)}"
         if not path or "\x00" in path:
             raise c.fail(where, "input paths must be non-empty, without NUL")
         if not hashing.is_digest(digest):

@@ -138,13 +138,6 @@ class _Batch:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _pending_names(spool_dir: Path) -> list[str]:
-    try:
-        return [n for n in os.listdir(spool_dir) if n.endswith(".json") and n[0] != "."]
-    except FileNotFoundError:
-        return []
-
-
 def _read_batch(spool_dir: Path, names: list[str]) -> _Batch:
     """Read spool files in a tight loop (one open, read, close each); vanished files are skipped."""
     batch = _Batch()
@@ -350,7 +343,7 @@ def ingest(home: Any) -> dict[str, int]:
     its commit), `quarantined` could not be read as records and moved to spool/quarantine/.
     """
     counts = {"folded": 0, "duplicates": 0, "quarantined": 0}
-    _fold_all(home, _pending_names(Path(home.spool_dir)), counts)
+    _fold_all(home, spool.pending_names(Path(home.spool_dir)), counts)
     return counts
 
 
@@ -367,7 +360,7 @@ def open_history(home: Any, read_only: bool = False) -> Iterator[Any]:
         return
     spool_dir = Path(home.spool_dir)
     counts = {"folded": 0, "duplicates": 0, "quarantined": 0}
-    names = _pending_names(spool_dir)
+    names = spool.pending_names(spool_dir)
     # The backlog beyond one batch folds in holds of its own; the last batch shares ours.
     split = max(0, len(names) - BATCH_RECORDS)
     _fold_all(home, names[:split], counts)
@@ -407,7 +400,7 @@ def history_status(home: Any) -> dict[str, Any]:
         "exists": path.exists(),
         "schema_version": None,
         "supported_schema_version": SCHEMA_VERSION,
-        "spool_pending": len(_pending_names(spool_dir)),
+        "spool_pending": len(spool.pending_names(spool_dir)),
         "quarantined": quarantined_count(home),
     }
     if status["exists"]:

@@ -48,10 +48,9 @@ def write_record(spool_dir: Path, kind: str, payload: dict[str, Any]) -> str:
     return record_id
 
 
-def pending(spool_dir: Path) -> list[Path]:
-    """Spool files waiting to be folded, oldest name first (temp files excluded)."""
+def pending_names(spool_dir: Path) -> list[str]:
+    """Names of the spool files waiting to be folded, oldest first (temp files excluded)."""
     try:
-        names = sorted(n for n in os.listdir(spool_dir) if n.endswith(".json"))
+        return sorted(n for n in os.listdir(spool_dir) if n.endswith(".json") and n[0] != ".")
     except FileNotFoundError:
         return []
-    return [spool_dir / n for n in names]
