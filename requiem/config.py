@@ -20,7 +20,6 @@ REQUIEM_DEFAULT_ENGINE, REQUIEM_ENGINE_DUAL_RATE, REQUIEM_RUST_ENGINE.
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -100,6 +99,8 @@ def _all_pointers() -> list[str]:
 
 def _suggest(name: str, siblings: list[str]) -> str | None:
     """The closest known field: a sibling first, then any field anywhere (it may be misplaced)."""
+    import difflib  # only when a field is unknown: every engine start loads this module
+
     close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.7)
     if close:
         return close[0]
