@@ -6,7 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from requiem.errors import JSON_DUPLICATE_KEY, JSON_PARSE_ERROR, QUOTA_EXCEEDED, RequiemError
+from requiem.errors import (
+    INVALID_REQUEST,
+    JSON_DUPLICATE_KEY,
+    JSON_PARSE_ERROR,
+    QUOTA_EXCEEDED,
+    RequiemError,
+)
 
 MAX_DOCUMENT_BYTES = 1 << 20
 MAX_DEPTH = 64
@@ -103,8 +109,12 @@ def loads(data: bytes | str, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
 
 def load_file(path: str | Path, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     """Read and strictly parse a JSON file without reading more than the size limit allows."""
-    with open(path, "rb") as handle:
-        raw = handle.read(max_bytes + 1)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(max_bytes + 1)
+    except (IsADirectoryError, FileNotFoundError, PermissionError) as exc:
+        raise RequiemError(INVALID_REQUEST, f"cannot read {path}: {exc.strerror}",
+                           path=str(path)) from None
     return loads(raw, max_bytes=max_bytes)
 
 

@@ -10,9 +10,11 @@ from typing import Any, NoReturn
 
 from requiem.errors import (
     ENGINE_UNAVAILABLE,
+    EXIT_FAILED,
     EXIT_FORCE_RUST,
     EXIT_USAGE,
     INVALID_REQUEST,
+    QUOTA_EXCEEDED,
     RequiemError,
 )
 
@@ -79,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     except RequiemError as exc:
         emit(exc.to_json())
         return exc.exit_code
+    except OSError as exc:  # a path the user named that cannot be read or written
+        import errno
+
+        code = QUOTA_EXCEEDED if exc.errno in (errno.ENOSPC, errno.EDQUOT) else INVALID_REQUEST
+        where = f"{exc.filename}: " if exc.filename else ""
+        emit(RequiemError(code, f"{where}{exc.strerror or exc}", errno=exc.errno).to_json())
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     if document is not None:

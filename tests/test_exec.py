@@ -331,3 +331,18 @@ def test_a_workspace_over_system_directories_is_refused(home: Path, tmp_path: Pa
     code, result = run_request(home, tmp_path, {"command": "true", "workspace_root": "/"})
     assert code == 1 and result["error"]["code"] == "invalid_request"
     assert result["error"]["pointer"] == "/workspace_root"
+
+
+@pytest.mark.parametrize("case", ["out_dir_missing", "request_is_a_directory", "request_missing"])
+def test_bad_request_and_out_paths_are_contract_errors(home: Path, tmp_path: Path, case: str) -> None:
+    good = tmp_path / "r.json"
+    good.write_text('{"command": "true"}')
+    request, out = {
+        "out_dir_missing": (good, tmp_path / "no" / "such" / "o.json"),
+        "request_is_a_directory": (tmp_path, tmp_path / "o.json"),
+        "request_missing": (tmp_path / "absent.json", tmp_path / "o.json"),
+    }[case]
+    got = run_cli("exec", "run", "--request", str(request), "--out", str(out), home=home)
+    assert got.returncode == 1
+    assert got.json["error"]["code"] == "invalid_request"
+    assert "Traceback" not in got.stderr

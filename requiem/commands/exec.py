@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from requiem.commands import home_of
-from requiem.errors import EXIT_FAILED, EXIT_OK, RequiemError
+from requiem.errors import EXIT_FAILED, EXIT_OK, INVALID_REQUEST, RequiemError
 
 
 def write_json(path: str, document: Any) -> None:
@@ -28,6 +28,9 @@ def cmd_run(args: argparse.Namespace) -> tuple[Any, int]:
     from requiem import canonical
     from requiem.engines import Session
 
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):  # before running anything: the result would have nowhere to go
+        raise RequiemError(INVALID_REQUEST, f"--out: no such directory: {out_dir}")
     try:
         session = Session(home_of(args))
     except RequiemError as exc:  # e.g. config_invalid: the caller still finds --out
@@ -36,9 +39,6 @@ def cmd_run(args: argparse.Namespace) -> tuple[Any, int]:
     try:
         try:
             document = canonical.load_file(args.request)
-        except FileNotFoundError:
-            result = session.refuse(RequiemError("invalid_request",
-                                                 f"no request file: {args.request}"), args.engine)
         except RequiemError as exc:
             result = session.refuse(exc, args.engine)
         else:
