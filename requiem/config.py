@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from requiem import canonical
-from requiem.errors import CONFIG_INVALID, RequiemError
+from requiem.errors import CONFIG_INVALID, INVALID_REQUEST, RequiemError
 
 CONFIG_VERSION = 1
 ENGINES = ("requiem", "rust", "dual")
@@ -165,8 +165,10 @@ def validate_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The `config validate` report; non-JSON raises json_parse_error with the position."""
     try:
         document = canonical.load_file(path)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        raise RequiemError(CONFIG_INVALID, f"cannot read {path}: {exc.strerror}") from None
+    except RequiemError as exc:
+        if exc.code != INVALID_REQUEST:  # json_parse_error and friends keep their own code
+            raise
+        raise RequiemError(CONFIG_INVALID, exc.message) from None
     errors, warnings = validate(document)
     report: dict[str, Any] = {
         "ok": not errors,
