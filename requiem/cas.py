@@ -166,33 +166,37 @@ class Cas:
 
     def info(self, digest: str) -> ObjectInfo:
         """The metadata of an object; missing_input if absent, cas_integrity_failed if malformed."""
-        path = self.object_path(digest)
         try:
-            with open(path, "rb") as handle:
-                raw = handle.read(HEADER_SIZE)
-                size = os.fstat(handle.fileno()).st_size
+            with open(self.object_path(digest), "rb") as handle:
+                return self._header(handle, digest)
         except FileNotFoundError:
             raise RequiemError(MISSING_INPUT, f"no object {digest} in the CAS", digest=digest) from None
+
+    def _header(self, handle: IO[bytes], digest: str) -> ObjectInfo:
+        raw = handle.read(HEADER_SIZE)
         try:
-            return decode_header(raw, digest, size)
+            return decode_header(raw, digest, os.fstat(handle.fileno()).st_size)
         except (ValueError, TypeError) as exc:
             raise RequiemError(
                 CAS_INTEGRITY_FAILED, f"object {digest}: bad metadata: {exc}", digest=digest
             ) from None
 
     def _open_checked(self, digest: str) -> tuple[IO[bytes], ObjectInfo]:
-        info = self.info(digest)
-        handle = open(self.object_path(digest), "rb")
+        """The object opened once: header checked, stored blob hashed, positioned at the blob."""
         try:
+            # Unbuffered: the file offset must be where seek() says, for the kernel copy.
+            handle = open(self.object_path(digest), "rb", buffering=0)
+        except FileNotFoundError:
+            raise RequiemError(MISSING_INPUT, f"no object {digest} in the CAS", digest=digest) from None
+        try:
+            info = self._header(handle, digest)
             stored_hash = hashing.hash_open_file(handle, HEADER_SIZE)
+            if stored_hash != info.stored_blob_hash:
+                raise RequiemError(CAS_INTEGRITY_FAILED,
+                                   f"object {digest}: stored blob hash mismatch", digest=digest)
         except BaseException:
             handle.close()
             raise
-        if stored_hash != info.stored_blob_hash:
-            handle.close()
-            raise RequiemError(
-                CAS_INTEGRITY_FAILED, f"object {digest}: stored blob hash mismatch", digest=digest
-            )
         handle.seek(HEADER_SIZE)
         return handle, info
 
@@ -200,29 +204,34 @@ class Cas:
         """Yield an object's content in chunks; raises cas_integrity_failed if it reads wrong."""
         handle, info = self._open_checked(digest)
         with handle:
-            if info.encoding == "identity":
-                # The stored hash is the content digest here: already checked in full.
-                while chunk := handle.read(CHUNK_SIZE):
-                    yield chunk
-                return
-            import zstandard
+            yield from self._content(handle, info)
 
-            check = hashing.hasher()
-            size = 0
-            try:
-                reader = zstandard.ZstdDecompressor().stream_reader(handle)
-                while chunk := reader.read(CHUNK_SIZE):
-                    check.update(chunk)
-                    size += len(chunk)
-                    yield chunk
-            except zstandard.ZstdError as exc:
-                raise RequiemError(
-                    CAS_INTEGRITY_FAILED, f"object {digest}: zstd: {exc}", digest=digest
-                ) from None
-            if check.hexdigest() != digest or size != info.original_size:
-                raise RequiemError(
-                    CAS_INTEGRITY_FAILED, f"object {digest}: content digest mismatch", digest=digest
-                )
+    def _content(self, handle: IO[bytes], info: ObjectInfo) -> Iterator[bytes]:
+        """The content of a checked, open object, decompressed and re-checked when zstd."""
+        if info.encoding == "identity":
+            # The stored hash is the content digest here: already checked in full.
+            while chunk := handle.read(CHUNK_SIZE):
+                yield chunk
+            return
+        import zstandard
+
+        digest = info.digest
+        check = hashing.hasher()
+        size = 0
+        try:
+            reader = zstandard.ZstdDecompressor().stream_reader(handle)
+            while chunk := reader.read(CHUNK_SIZE):
+                check.update(chunk)
+                size += len(chunk)
+                yield chunk
+        except zstandard.ZstdError as exc:
+            raise RequiemError(
+                CAS_INTEGRITY_FAILED, f"object {digest}: zstd: {exc}", digest=digest
+            ) from None
+        if check.hexdigest() != digest or size != info.original_size:
+            raise RequiemError(
+                CAS_INTEGRITY_FAILED, f"object {digest}: content digest mismatch", digest=digest
+            )
 
     def read_bytes(self, digest: str, limit: int | None = None) -> bytes:
         """An object's whole content, checked (or its first `limit` bytes, still fully checked)."""
@@ -241,15 +250,13 @@ class Cas:
         if target.is_dir():
             raise RequiemError(INVALID_REQUEST, f"--out is a directory: {target}")
         temp = target.with_name(f".{target.name}.{os.urandom(6).hex()}.part")
-        info = self.info(digest)
+        handle, info = self._open_checked(digest)
         try:
-            with open(temp, "xb") as sink:
+            with handle, open(temp, "xb") as sink:
                 if info.encoding == "identity":
-                    handle, info = self._open_checked(digest)
-                    with handle:
-                        kernel_copy(os.dup(handle.fileno()), sink.fileno())
+                    kernel_copy(os.dup(handle.fileno()), sink.fileno())
                 else:
-                    for chunk in self.iter_content(digest):
+                    for chunk in self._content(handle, info):
                         sink.write(chunk)
             os.rename(temp, target)
         except OSError as exc:
@@ -297,13 +304,12 @@ class Cas:
     def verify_object(self, digest: str) -> str | None:
         """None when the object reads back intact, else the reason it does not."""
         try:
-            if self.info(digest).encoding == "identity":
-                # The stored-blob hash of an identity object is its content digest.
-                handle, _ = self._open_checked(digest)
-                handle.close()
-                return None
-            for _ in self.iter_content(digest):
-                pass
+            # For identity objects opening checks everything (the stored hash is the digest).
+            handle, info = self._open_checked(digest)
+            with handle:
+                if info.encoding == "zstd":
+                    for _ in self._content(handle, info):
+                        pass
         except RequiemError as exc:
             return exc.message
         return None

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from requiem import canonical, hashing
 from requiem.canonical import escape_pointer
+from requiem.sandbox import BACKENDS, CAPABILITIES
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
@@ -20,11 +21,6 @@ REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 # Names whose values are secrets: stripped from the child, never logged or stored.
 SECRET_NAME = re.compile(r"(?:.*_(?:TOKEN|SECRET|KEY|PASSWORD|CREDENTIAL)|AUTH.*|COOKIE.*)",
                          re.IGNORECASE)
-CAPABILITY_NAMES = (
-    "workspace_confinement", "rlimits", "process_isolation", "network_isolation",
-    "seccomp_bpf", "no_new_privs", "process_mitigations",
-)
-SANDBOX_BACKENDS = ("auto", "bwrap", "zygote", "none")
 TIME_MODES = ("fixed", "system")
 # 1980-01-01T00:00:00Z: the earliest time a zip file can hold, the reproducible-builds habit.
 FIXED_SOURCE_DATE_EPOCH = "315532800"
@@ -167,11 +163,11 @@ def _policy(c: _Checker, raw: Any) -> Policy:
     sandbox = c.object(doc.get("sandbox", {}), "/policy/sandbox")
     c.unknown_fields(sandbox, SANDBOX_FIELDS, "/policy/sandbox")
     backend = sandbox.get("backend", "auto")
-    if backend not in SANDBOX_BACKENDS:
-        raise c.fail("/policy/sandbox/backend", f"must be one of {', '.join(SANDBOX_BACKENDS)}")
+    if backend not in BACKENDS:
+        raise c.fail("/policy/sandbox/backend", f"must be one of {', '.join(BACKENDS)}")
     require = c.string_list(sandbox.get("require", []), "/policy/sandbox/require")
     for i, cap in enumerate(require):
-        if cap not in CAPABILITY_NAMES:
+        if cap not in CAPABILITIES:
             raise c.fail(f"/policy/sandbox/require/{i}", f"unknown capability {cap!r}")
     rlimits_doc = c.object(sandbox.get("rlimits", {}), "/policy/sandbox/rlimits")
     c.unknown_fields(rlimits_doc, RLIMIT_FIELDS, "/policy/sandbox/rlimits")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from requiem import canonical, confinement, contract, dual
 from requiem.cas import Cas
@@ -17,19 +17,8 @@ from requiem.spool import write_record
 ENGINE_NAMES = ("requiem", "rust", "dual")
 
 
-class Engine(Protocol):
-    """Something that turns a validated request into a result document."""
-
-    name: str
-
-    def run(self, request: Request) -> dict[str, Any]:
-        """Run the request; raise RequiemError when it is refused."""
-
-
 class RequiemEngine:
     """The native engine: the runner in this process."""
-
-    name = "requiem"
 
     def __init__(self, cas: Cas, perturbation: Perturbation | None = None,
                  required: tuple[str, ...] = (), probe_cache: str | None = None,

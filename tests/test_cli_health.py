@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_cli
+from tests.test_layering import loaded_after
 
-HEAVY_MODULES = ("duckdb", "polars", "textual", "pyarrow", "prometheus_client")
 
 
 def test_health_reports_hash_versions_and_capabilities(cli) -> None:
@@ -75,14 +73,8 @@ def test_replacement_check_reports_a_missing_blake3_as_a_blocker(tmp_path: Path,
              ["cas", "info", "--digest", "a" * 64]]
 )
 def test_cli_commands_never_import_heavy_libraries(home: Path, argv: list[str]) -> None:
-    probe = (
-        "import json, sys\n"
-        "from requiem.cli import main\n"
-        f"main({['--home', str(home), *argv]!r})\n"
-        f"sys.stderr.write(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert json.loads(proc.stderr.strip().splitlines()[-1]) == []
+    code = f"from requiem.cli import main\nmain({['--home', str(home), *argv]!r})"
+    assert loaded_after(code) == []
 
 
 def test_every_command_prints_exactly_one_json_document(cli, tmp_path: Path) -> None:
