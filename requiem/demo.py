@@ -67,7 +67,7 @@ def _jobs(workspace: Path, puts: dict[str, str], wave: int) -> list[Job]:
 
     def req(command: str, *argv: str, **extra: Any) -> dict[str, Any]:
         return {"command": command, "argv": list(argv), "workspace_root": ws,
-                "timeout_ms": 3000, **extra}
+                "timeout_ms": 20000, **extra}
 
     csv = {"inputs": {"in/data.csv": puts["data.csv"]}}
     words = {"inputs": {"in/words.txt": puts["words.txt"]}}
