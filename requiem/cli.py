@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-from typing import Any, NoReturn
+from typing import Any
 
 from requiem.errors import (
     ENGINE_UNAVAILABLE,
     EXIT_FAILED,
     EXIT_FORCE_RUST,
-    EXIT_USAGE,
     INVALID_REQUEST,
     QUOTA_EXCEEDED,
     RequiemError,
@@ -24,49 +22,56 @@ _ENGINE_COMMANDS = frozenset({"exec"})
 _HASH_DIAGNOSTICS = frozenset({"doctor", "validate-replacement"})
 
 
-class JsonArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are contract JSON on stdout with exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        emit(RequiemError(INVALID_REQUEST, f"usage: {message}").to_json())
-        raise SystemExit(EXIT_USAGE)
-
-
 def emit(document: Any) -> None:
     """Write the one JSON document of this invocation to stdout."""
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
 
-def _command_word(argv: list[str]) -> str | None:
-    """The top-level command in argv (the first word that is not --home or its value)."""
-    skip = False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word == "--home":
-            skip = True
-        elif not word.startswith("-"):
-            return word
-    return None
+def _plain_exec_run(argv: list[str]) -> Any:
+    """The arguments of a plain `[--home H] exec run --request R --out O [--engine E]`, or None.
 
+    `exec run` is the command scripts call thousands of times, and argparse with its
+    translation and terminal-size lookups costs each start ~8 ms. Only this exact shape (each
+    option once, its value in the next word, a known engine) is taken here; anything else,
+    --help and every mistake included, goes through argparse and its error messages.
+    """
+    options: dict[str, str] = {}
+    shape: list[str] = []  # the words in order, each option standing for itself and its value
+    words = iter(argv)
+    for word in words:
+        if word in ("--home", "--request", "--out", "--engine"):
+            value = next(words, None)
+            if word in shape or value is None or value.startswith("-"):
+                return None
+            options[word[2:]] = value
+            shape.append(word)
+        elif word.startswith("-"):
+            return None
+        else:
+            shape.append(word)
+    if shape[:1] == ["--home"]:
+        shape.pop(0)  # the only top-level option, and argparse wants it before the command
+    if (shape[:2] != ["exec", "run"] or sorted(shape[2:]) not in (
+            ["--out", "--request"], ["--engine", "--out", "--request"])
+            or options.get("engine", "requiem") not in ("requiem", "rust", "dual")):
+        return None
+    from types import SimpleNamespace
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The argument parser for argv's command (all commands when argv names none)."""
-    from requiem.commands import register
+    from requiem.commands.exec import cmd_run
 
-    parser = JsonArgumentParser(prog="requiem", description=__doc__)
-    parser.add_argument("--home", help="state directory (default $REQUIEM_HOME or ./.requiem)")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=JsonArgumentParser)
-    register(commands, _command_word(argv) if argv is not None else None)
-    return parser
+    return SimpleNamespace(command="exec", exec_command="run", home=options.get("home"),
+                           request=options["request"], out=options["out"],
+                           engine=options.get("engine"), handler=cmd_run)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `requiem` console script."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
+    if (args := _plain_exec_run(argv)) is None:
+        from requiem.parser import build_parser
+
+        args = build_parser(argv).parse_args(argv)
     if args.command in _ENGINE_COMMANDS and os.environ.get("FORCE_RUST") == "1":
         error = RequiemError(ENGINE_UNAVAILABLE, "FORCE_RUST=1: the Requiem engine is disabled; "
                              "use the Rust engine", exit_code=EXIT_FORCE_RUST, force_rust=True)

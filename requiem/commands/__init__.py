@@ -6,12 +6,13 @@ so that `requiem health` and `requiem exec run` start fast.
 
 from __future__ import annotations
 
-import argparse
 import os
-from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-Handler = Callable[[argparse.Namespace], tuple[Any, int]]
+if TYPE_CHECKING:
+    import argparse
+
+Handler = Callable[["argparse.Namespace"], tuple[Any, int]]
 
 # Registration order is the order of `requiem --help`.
 MODULES = ("health", "cas", "gc", "exec", "history", "metrics", "config", "diagnose", "proof",
@@ -33,12 +34,16 @@ def home_of(args: argparse.Namespace) -> Any:
 
         root = load_config(home)["cas"]["root"]
         if root:
+            from pathlib import Path
+
             home = home._replace(cas_root=Path(root))
     return home
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
+    import argparse
+
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be >= 0")

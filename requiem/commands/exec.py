@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from requiem.commands import home_of
 from requiem.errors import EXIT_FAILED, EXIT_OK, INVALID_REQUEST, RequiemError
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def write_json(path: str, document: Any) -> None:
