@@ -6,8 +6,6 @@ this machine's disk, so metadata in a second file would halve small-object speed
 makes publication a single atomic rename, so a crash leaves no object or a whole one.
 """
 
-from __future__ import annotations
-
 
 import errno
 import json

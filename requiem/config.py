@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from requiem import canonical
 from requiem.errors import CONFIG_INVALID, INVALID_REQUEST, RequiemError
@@ -31,7 +31,7 @@ CONFIG_VERSION = 1
 ENGINES = ("requiem", "rust", "dual")
 
 # A checker returns an error message for a bad value, or None.
-Checker = Callable[[Any], "str | None"]
+Checker = Callable[[Any], Optional[str]]
 
 
 def _string(value: Any) -> str | None:

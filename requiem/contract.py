@@ -1,7 +1,5 @@
 """The request and result contract: validation with JSON-pointer errors, and the digest rules."""
 
-from __future__ import annotations
-
 import re
 from typing import Any, NamedTuple
 

@@ -1,7 +1,5 @@
 """The state directory: where the CAS, the spool, the history and the config live."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import NamedTuple

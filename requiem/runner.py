@@ -1,7 +1,5 @@
 """The runner: one request, start to finish — confine, materialise, spawn, capture, digest."""
 
-from __future__ import annotations
-
 import os
 import stat
 import time

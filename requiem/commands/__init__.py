@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     import argparse
 
-Handler = Callable[["argparse.Namespace"], tuple[Any, int]]
+Handler = Callable[..., tuple[Any, int]]  # called with the argparse.Namespace
 
 # Registration order is the order of `requiem --help`.
 MODULES = ("health", "cas", "gc", "exec", "history", "metrics", "config", "diagnose", "proof",

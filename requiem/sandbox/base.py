@@ -1,7 +1,5 @@
 """The sandbox seam: what a backend is told (LaunchSpec), reports (SandboxReport) and returns (Child)."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple, Protocol
 
 CAPABILITIES = (

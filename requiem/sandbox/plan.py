@@ -1,7 +1,5 @@
 """The plan: which steps a run gets from a backend here, and the report those steps earn (the truth rules)."""
 
-from __future__ import annotations
-
 import os
 import resource
 from typing import Any, NamedTuple
