@@ -48,7 +48,7 @@ def engine_policy(home: Home) -> dict[str, Any]:
 
 def spool_facts(home: Home) -> dict[str, int]:
     """Records waiting in the spool to be folded, and records quarantined as unreadable."""
-    return {"pending": len(spool.pending_names(Path(home.spool_dir))),
+    return {"pending": spool.pending_count(Path(home.spool_dir)),
             "quarantined": history.quarantined_count(home)}
 
 

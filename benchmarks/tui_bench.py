@@ -39,13 +39,14 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from requiem import canonical, hashing, history, spool  # noqa: E402
+from requiem import canonical, hashing, history, history_fold, spool  # noqa: E402
 from requiem.home import Home  # noqa: E402
 from tests import history_fixtures as fixtures  # noqa: E402
 
 BIN = Path(sys.executable).parent
 BUILD = ROOT / "build" / "tui-bench"
 EPOCH = datetime(2026, 2, 1)
+CHUNK = 65536  # records per fold while building the history
 
 
 def row(name: str, ours: float, anchor: float | None, unit: str, goal: str) -> None:
@@ -88,17 +89,19 @@ def build_history(home: Home, count: int) -> None:
     rng = random.Random(6)
     counts = {"folded": 0, "duplicates": 0, "quarantined": 0}
     started = time.perf_counter()
-    for start in range(0, count, history.BATCH_RECORDS):
-        batch = history._Batch()
-        for kind, when, payload in _records(start, min(count, start + history.BATCH_RECORDS), rng):
+    spool_dir = Path(home.spool_dir)
+    for start in range(0, count, CHUNK):
+        lines: dict[str, list[bytes]] = {}
+        for kind, when, payload in _records(start, min(count, start + CHUNK), rng):
             record = {"kind": kind, "schema": spool.RECORD_SCHEMA,
                       "recorded_at": when.isoformat(timespec="microseconds") + "Z", **payload}
             body = canonical.stable_dumps(record)
-            batch.names.append(f"{record['recorded_at'][:10]}_{kind}_{hashing.hash_bytes(body)}"
-                               ".json")
-            batch.bodies.append(body)
+            lines.setdefault(kind, []).append(spool.line_of(hashing.hash_bytes(body), body))
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        for kind, kind_lines in lines.items():  # sealed segments, as a fold hands them over
+            (spool_dir / spool.sealed_name(kind)).write_bytes(b"".join(kind_lines))
         with history._hold(home, exclusive=True) as con:
-            history._fold(con, batch, counts)
+            history_fold.fold_some(con, spool_dir, counts, None)
         sys.stderr.write(f"\rbuilding: {counts['folded']:,} records folded "
                          f"({time.perf_counter() - started:.0f} s)\033[K")
     sys.stderr.write("\n")

@@ -25,7 +25,7 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
         lines = Path(requests_path).read_bytes().splitlines()
     except OSError as exc:
         raise RequiemError(INVALID_REQUEST, f"cannot read {requests_path}: {exc.strerror}") from None
-    session = Session(home)
+    session = Session(home, group_commit=True)
 
     def one(line: bytes) -> dict[str, Any]:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -40,6 +41,13 @@ class Cas:
         self.objects_dir = self.base / "objects"
         self.tmp_dir = self.base / "tmp"
         self._made_dirs: set[Path] = set()
+        # None: every put fsyncs before it publishes. A list: a group commit is on, and holds
+        # duplicated descriptors of objects published unsynced until sync_deferred().
+        self._deferred: list[int] | None = None
+        self._deferred_lock = threading.Lock()
+        # Objects this instance stored or found intact: a later put of the same bytes checks
+        # only that the file is still there at its size (a stat, not an open and a parse).
+        self._known: dict[str, ObjectInfo] = {}
         self.sweep_temp()
 
     # -- layout -------------------------------------------------------------------------------
@@ -90,6 +98,45 @@ class Cas:
 
     # -- writing ------------------------------------------------------------------------------
 
+    def defer_syncs(self) -> None:
+        """Publish new objects without waiting for fsync; sync_deferred() makes them durable.
+
+        For a group commit: it calls sync_deferred() before writing the records that name the
+        objects, so no record ever points at an object a power cut could lose. An object lost
+        that way is left empty or short, which every put takes for absent and rewrites.
+        """
+        with self._deferred_lock:
+            if self._deferred is None:
+                self._deferred = []
+
+    def sync_deferred(self) -> None:
+        """fsync every object published unsynced so far (from any thread)."""
+        with self._deferred_lock:
+            if not self._deferred:
+                return
+            fds, self._deferred = self._deferred, []
+        try:
+            for fd in fds:
+                os.fsync(fd)
+        except OSError as exc:
+            raise space_error(exc, "syncing CAS objects") from None
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _sync_object(self, fd: int) -> None:
+        """Make a new object's bytes durable now, or leave it to the group commit."""
+        if self._deferred is None:
+            os.fsync(fd)
+            return
+        duplicate = os.dup(fd)
+        with self._deferred_lock:
+            if self._deferred is None:
+                os.close(duplicate)
+                os.fsync(fd)
+            else:
+                self._deferred.append(duplicate)
+
     def writer(self, encoding: str = "identity", level: int = DEFAULT_ZSTD_LEVEL) -> CasWriter:
         """Start writing one object incrementally (bounded memory)."""
         return CasWriter(self, encoding, level)
@@ -99,7 +146,7 @@ class Cas:
         """Store a buffer; an object already present is returned as is."""
         digest = hashing.hash_bytes(data)
         final = self.object_path(digest)
-        existing = self._read_header_quietly(final)
+        existing = self._existing(digest, final)
         if existing is not None:
             return existing
         if encoding != "identity":
@@ -116,7 +163,7 @@ class Cas:
                            encode_header(info))
                 if len(data) >= CHUNK_SIZE:
                     write_all(fd, data)
-                os.fsync(fd)
+                self._sync_object(fd)
             finally:
                 os.close(fd)
             self._ensure_parent(final)
@@ -124,6 +171,7 @@ class Cas:
         except OSError as exc:
             _unlink_quietly(temp)
             raise space_error(exc, "writing a CAS object") from None
+        self._remember(info)
         return info
 
     def put_file(self, path: str | os.PathLike[str], encoding: str = "identity",
@@ -149,6 +197,26 @@ class Cas:
                 return w.commit()
 
     # -- reading ------------------------------------------------------------------------------
+
+    def _existing(self, digest: str, path: Path) -> ObjectInfo | None:
+        """The object already stored under digest, if it is there and well formed."""
+        known = self._known.get(digest)
+        if known is not None:
+            try:
+                if os.stat(path).st_size == HEADER_SIZE + known.stored_size:
+                    return known
+            except OSError:
+                pass
+            del self._known[digest]
+        found = self._read_header_quietly(path)
+        if found is not None:
+            self._remember(found)
+        return found
+
+    def _remember(self, info: ObjectInfo) -> None:
+        if len(self._known) >= 65536:
+            self._known.clear()  # a bound, not a cache policy: the next put re-reads a header
+        self._known[info.digest] = info
 
     def _read_header_quietly(self, path: Path) -> ObjectInfo | None:
         """The header of an existing, well-formed object, or None (absent or malformed)."""

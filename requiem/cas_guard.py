@@ -14,8 +14,11 @@ from typing import Iterator
 
 
 def _lock(path: Path, mode: int) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:  # a new store: its root is made on first use
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, mode)
     except BaseException:
@@ -41,6 +44,16 @@ def write_guard(cas_root: str | os.PathLike[str]) -> Iterator[None]:
         yield
     finally:
         os.close(guard)
+
+
+def hold_shared(cas_root: str | os.PathLike[str]) -> int:
+    """Take one more shared hold for a writer already inside write_guard; close the fd to end it.
+
+    It skips the gate: a GC holding the gate waits for the guard, so a holder of the guard
+    queueing at the gate would deadlock with it. A group commit uses this to keep its runs'
+    objects guarded until their records are durable, after each run's own guard is gone.
+    """
+    return _lock(Path(cas_root) / "gc.lock", fcntl.LOCK_SH)
 
 
 @contextmanager

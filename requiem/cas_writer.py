@@ -21,6 +21,8 @@ from requiem.clock import utc_now_iso
 from requiem.errors import INVALID_REQUEST, RequiemError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from requiem.cas import Cas
 
 _PARALLEL_COPY_THRESHOLD = 8 << 20
@@ -37,7 +39,7 @@ class CasWriter:
             raise RequiemError(INVALID_REQUEST, f"unknown encoding {encoding!r}; use identity or zstd")
         self._cas = cas
         self.encoding = encoding
-        self._path = cas._new_temp_path()
+        self._path: Path | None = cas._new_temp_path()
         self._file = open(self._path, "x+b", buffering=0)
         self._file.seek(HEADER_SIZE)
         self._content_hash = hashing.hasher()
@@ -159,17 +161,19 @@ class CasWriter:
                 created_at=utc_now_iso(),
             )
             final = self._cas.object_path(digest)
-            existing = self._cas._read_header_quietly(final)
+            existing = self._cas._existing(digest, final)
             if existing is not None:
                 self.abort()
                 return existing
             self._file.seek(0)
             self._file.write(encode_header(info))
-            os.fsync(self._file.fileno())
+            self._cas._sync_object(self._file.fileno())
             self._file.close()
             self._closed = True
             self._cas._ensure_parent(final)
             os.rename(self._path, final)
+            self._path = None
+            self._cas._remember(info)
             return info
         except OSError as exc:
             self.abort()
@@ -183,10 +187,13 @@ class CasWriter:
         if not self._closed:
             self._closed = True
             self._file.close()
+        if self._path is None:
+            return  # published or already removed
         try:
             os.unlink(self._path)
         except FileNotFoundError:
             pass
+        self._path = None
 
     def __enter__(self) -> "CasWriter":
         return self

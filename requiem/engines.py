@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from requiem import canonical, confinement, contract, dual
+from requiem import canonical, confinement, contract
 from requiem.cas import Cas
 from requiem.cas_guard import write_guard
 from requiem.contract import Request
@@ -13,6 +13,9 @@ from requiem.errors import ENGINE_UNAVAILABLE, ERROR_CODES, INVALID_REQUEST, Req
 from requiem.home import Home
 from requiem.runner import Perturbation, Runner
 from requiem.spool import write_record
+
+if TYPE_CHECKING:
+    from requiem.group_commit import GroupCommit
 
 ENGINE_NAMES = ("requiem", "rust", "dual")
 
@@ -83,12 +86,18 @@ class ExternalEngine:
 class Session:
     """One process's engines over one home: runs requests, records history, reuses backends."""
 
-    def __init__(self, home: Home) -> None:
+    def __init__(self, home: Home, group_commit: bool = False) -> None:
         from requiem.config import load_config
 
         self.home = home
         self.config = load_config(home)
         self.cas = Cas(home.cas_root)
+        # A batch commits its records in groups; a single run's record is durable on return.
+        self._group: GroupCommit | None = None
+        if group_commit:
+            from requiem.group_commit import GroupCommit
+
+            self._group = GroupCommit(self.cas, home.spool_dir)
         self._native = RequiemEngine(self.cas, required=self._required(),
                                      probe_cache=str(home.root), protected=self._protected())
         self._perturbed: RequiemEngine | None = None
@@ -100,9 +109,20 @@ class Session:
         return (str(self.home.root), str(self.home.cas_root))
 
     def close(self) -> None:
-        self._native.close()
-        if self._perturbed:
-            self._perturbed.close()
+        """Release the backends; with a group commit, make every queued record durable first."""
+        try:
+            if self._group is not None:
+                self._group.close()
+        finally:
+            self._native.close()
+            if self._perturbed:
+                self._perturbed.close()
+
+    def _spool(self, kind: str, payload: dict[str, Any]) -> None:
+        if self._group is not None:
+            self._group.add(kind, payload)
+        else:
+            write_record(self.home.spool_dir, kind, payload)
 
     def _legacy(self) -> ExternalEngine:
         path = self.config["legacy_engine"]["path"]
@@ -200,9 +220,11 @@ class Session:
                 import shutil
 
                 shutil.rmtree(copy, ignore_errors=True)
+        from requiem import dual
+
         report = dual.compare(primary, secondary, read=self._read_quietly)
         report.update({"primary_engine": "requiem", "secondary_engine": secondary_engine})
-        write_record(self.home.spool_dir, "dual_run", {
+        self._spool("dual_run", {
             "request_id": request.request_id,
             "request_digest": request.request_digest,
             **report,
@@ -238,7 +260,7 @@ class Session:
         result["request_object"] = self._store_json(contract.redacted_document(request.document))
         result["result_object"] = self._store_json(
             {k: v for k, v in result.items() if k not in ("result_object", "dual_run")})
-        write_record(self.home.spool_dir, "execution", {
+        self._spool("execution", {
             "engine": engine,
             "request_id": result.get("request_id", request.request_id),
             "request_digest": request.request_digest,
@@ -276,7 +298,7 @@ class Session:
 
         command = document.get("command") if isinstance(document, dict) else None
         now = utc_now_iso()
-        write_record(self.home.spool_dir, "execution", {
+        self._spool("execution", {
             "engine": engine,
             "request_id": request.request_id if request else None,
             "request_digest": request.request_digest if request else None,

@@ -41,8 +41,8 @@ _EXECUTION_SHAPE = {
     "termination_reason": "VARCHAR", "command": "VARCHAR", "stdout_digest": "VARCHAR",
     "stderr_digest": "VARCHAR", "trace_digest": "VARCHAR",
     "output_digests": "MAP(VARCHAR, VARCHAR)", "input_digests": "MAP(VARCHAR, VARCHAR)",
-    "request_object": "VARCHAR", "result_object": "VARCHAR", "start_timestamp": "VARCHAR",
-    "end_timestamp": "VARCHAR", "duration_ms": "DOUBLE",
+    "request_object": "VARCHAR", "result_object": "VARCHAR", "start_timestamp": "TIMESTAMP",
+    "end_timestamp": "TIMESTAMP", "duration_ms": "DOUBLE",
     "sandbox_applied": {"enforced": "VARCHAR[]", "partial": "VARCHAR[]",
                         "unsupported": "VARCHAR[]"},
     "determinism_confidence": {"level": "VARCHAR", "score": "DOUBLE", "reasons": "VARCHAR[]"},
@@ -68,8 +68,8 @@ _EXECUTION_COLUMNS = (
     ("input_digests", "MAP(VARCHAR, VARCHAR)", "r.input_digests"),
     ("request_object", "VARCHAR", "r.request_object"),
     ("result_object", "VARCHAR", "r.result_object"),
-    ("start_timestamp", "TIMESTAMP", "TRY_CAST(r.start_timestamp AS TIMESTAMP)"),
-    ("end_timestamp", "TIMESTAMP", "TRY_CAST(r.end_timestamp AS TIMESTAMP)"),
+    ("start_timestamp", "TIMESTAMP", "r.start_timestamp"),
+    ("end_timestamp", "TIMESTAMP", "r.end_timestamp"),
     ("duration_ms", "DOUBLE", "r.duration_ms"),
     ("sandbox_enforced", "VARCHAR[]", "r.sandbox_applied.enforced"),
     ("sandbox_partial", "VARCHAR[]", "r.sandbox_applied.partial"),
@@ -107,12 +107,12 @@ _CAS_VERIFY_COLUMNS = (
 _GC_COUNTS = ("objects_scanned", "live", "pinned", "young", "unreadable", "candidates",
               "candidate_bytes", "deleted", "deleted_bytes", "objects_after",
               "original_bytes_after", "stored_bytes_after")
-_CAS_GC_SHAPE = {"mode": "VARCHAR", "grace_ms": "BIGINT", "started_at": "VARCHAR",
+_CAS_GC_SHAPE = {"mode": "VARCHAR", "grace_ms": "BIGINT", "started_at": "TIMESTAMP",
                  **{name: "BIGINT" for name in _GC_COUNTS}}
 _CAS_GC_COLUMNS = (
     ("mode", "VARCHAR", "r.mode"),
     ("grace_ms", "BIGINT", "r.grace_ms"),
-    ("started_at", "TIMESTAMP", "TRY_CAST(r.started_at AS TIMESTAMP)"),
+    ("started_at", "TIMESTAMP", "r.started_at"),
     *((name, "BIGINT", f"r.{name}") for name in _GC_COUNTS),
 )
 
@@ -128,7 +128,7 @@ KINDS: dict[str, tuple[str, dict[str, Any], tuple[tuple[str, str, str], ...]]] =
     "cas_verify": ("cas_verify_runs", _CAS_VERIFY_SHAPE, _CAS_VERIFY_COLUMNS),
     "cas_gc": ("cas_gc_runs", _CAS_GC_SHAPE, _CAS_GC_COLUMNS),
     "cas_put": ("cas_events", _CAS_PUT_SHAPE, _CAS_PUT_COLUMNS),
-    "bench": ("bench_runs", {}, (("payload", "JSON", "body::JSON"),)),
+    "bench": ("bench_runs", {}, (("payload", "JSON", "r"),)),
 }
 
 _ENVELOPE = "record_id VARCHAR NOT NULL, recorded_at TIMESTAMP NOT NULL"
@@ -209,17 +209,61 @@ def migrate(con: Any, path: str) -> int:
     return found
 
 
-def insert_statements(kind: str) -> list[str]:
-    """SQL that moves the kind's valid records in from `staged` (record_id, recorded_at, kind,
-    body, problem: NULL when the record can be folded).
+def _struct(shape: dict[str, Any]) -> str:
+    fields = ", ".join(f'"{name}" {_struct(kind) if isinstance(kind, dict) else kind}'
+                       for name, kind in shape.items())
+    return f"STRUCT({fields})"
+
+
+def _record_shape(kind: str) -> dict[str, Any] | str:
+    """What a kind's record parses into: its shape with the envelope, or the JSON (bench)."""
+    shape = KINDS[kind][1]
+    if not shape:
+        return "JSON"  # a bench record is kept whole
+    # Timestamps parse in the reader: a string that is none makes the fast fold fail and the
+    # careful one (json_transform) read NULL, as TRY_CAST would.
+    return {"kind": "VARCHAR", "schema": "BIGINT", "recorded_at": "TIMESTAMP", **shape}
+
+
+def record_type(kind: str) -> str:
+    """The DuckDB type a kind's record reads as (read_ndjson `columns`)."""
+    shape = _record_shape(kind)
+    return shape if isinstance(shape, str) else _struct(shape)
+
+
+def line_shape(kind: str) -> str:
+    """The json_transform shape of a whole spool line of a kind: {id, record}."""
+    return json.dumps({"id": "VARCHAR", "record": _record_shape(kind)})
+
+
+def checked(kind: str, source: str) -> str:
+    """SQL over `source` (id, r: the parsed record) yielding (record_id, recorded_at, r); any
+    record that is not a schema-1 record of the kind with a 64-character record id and a
+    recorded_at makes the statement fail (error()), so a fold that expected clean records never
+    folds a bad one. The id is not re-hashed here (spool.split_line + BLAKE3 can verify it).
+    """
+    from requiem.spool import RECORD_SCHEMA
+
+    if KINDS[kind][1]:
+        found, schema, at = "r.kind", f"r.schema = {RECORD_SCHEMA}", "r.recorded_at"
+    else:
+        found = "json_extract_string(r, '$.kind')"
+        at = "TRY_CAST(json_extract_string(r, '$.recorded_at') AS TIMESTAMP)"
+        schema = f"json_extract_string(r, '$.schema') = '{RECORD_SCHEMA}'"
+    return (f"SELECT CASE WHEN length(id) = 64 AND {found} = '{kind}' AND {schema} "
+            f"AND {at} IS NOT NULL THEN id ELSE error('not a schema-{RECORD_SCHEMA} {kind} "
+            f"spool record: ' || coalesce(id, 'no id')) END AS record_id, {at} AS recorded_at, "
+            f"r FROM ({source})")
+
+
+def insert_statements(kind: str, source: str) -> list[str]:
+    """SQL that moves a kind's records in from `source` (record_id, recorded_at, r).
 
     Rows already in the table are skipped (anti join on record_id), so folding is idempotent.
+    With more than one statement, `source` should be a staged table: each reads it again.
     """
-    table, shape, columns = KINDS[kind]
-    parsed = (f"json_transform(body, '{json.dumps(shape)}') AS r" if shape else "NULL AS r")
-    source = (f"SELECT s.record_id, s.recorded_at, s.body, {parsed} FROM staged s "
-              f"ANTI JOIN {table} t USING (record_id) "
-              f"WHERE s.kind = '{kind}' AND s.problem IS NULL")
+    table, _, columns = KINDS[kind]
+    fresh = f"SELECT * FROM ({source}) s ANTI JOIN {table} t USING (record_id)"
     names = ", ".join(name for name, _, _ in columns)
     exprs = ", ".join(expr for _, _, expr in columns)
     statements = []
@@ -228,8 +272,8 @@ def insert_statements(kind: str) -> list[str]:
         statements.append(
             "INSERT INTO dual_run_mismatches SELECT record_id, recorded_at, r.request_id, "
             f"category, r.severities[category] FROM (SELECT *, unnest(r.categories) AS category "
-            f"FROM ({source}))"
+            f"FROM ({fresh}))"
         )
     statements.append(f"INSERT INTO {table} (record_id, recorded_at, {names}) "
-                      f"SELECT record_id, recorded_at, {exprs} FROM ({source})")
+                      f"SELECT record_id, recorded_at, {exprs} FROM ({fresh})")
     return statements

@@ -1,56 +1,270 @@
-"""The spool: durable history records, one atomic file each, waiting to be folded into DuckDB."""
+"""The spool: durable history records appended as lines to segment files, waiting to be folded.
+
+Layout of `<home>/spool/` (one active segment per record kind, so the fold reads a segment with
+that kind's columns and parses every record once):
+
+- `current.<kind>.jsonl`: the active segment writers append to.
+- `folding.<kind>.<time_ns>.<pid>.<hex>.jsonl`: a sealed segment, handed off by a folder (or
+  by a writer once the active one passes SEGMENT_BYTES); only folders touch it from then on.
+- `<date>_<kind>_<id>.json`: one record per file, as Requiem before segments wrote them.
+- `quarantine/`: what could not be folded.
+
+A line is `{"id":"<record id>","record":<record>}` + newline, where <record> is the record's
+canonical bytes (`canonical.stable_dumps`) and the record id is BLAKE3 of exactly those bytes:
+the fold reads the id instead of hashing, and `split_line` + `hashing.hash_bytes` re-verify it.
+
+Writer protocol: open the active segment with O_APPEND, flock(LOCK_SH), check the descriptor
+still names the file at the path (a folder may have renamed it away), append the whole lines in
+one write, fdatasync, unlock. A folder renames the active segment away and then takes LOCK_EX on
+it, which waits out any writer still mid-append; after that nobody can add to it.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from requiem import canonical, hashing
 from requiem.clock import utc_now_iso
 
 RECORD_SCHEMA = 1
 RECORD_KINDS = ("execution", "dual_run", "cas_verify", "cas_gc", "cas_put", "bench")
+# Past this size a writer seals the active segment, so one fold batch stays a bounded hold.
+SEGMENT_BYTES = 64 << 20
+QUARANTINE = "quarantine"
+LINE_PREFIX = b'{"id":"'
+_RECORD_KEY = b'","record":'
+_BODY_START = len(LINE_PREFIX) + hashing.DIGEST_HEX_LENGTH + len(_RECORD_KEY)
 
 
-def write_record(spool_dir: Path, kind: str, payload: dict[str, Any]) -> str:
-    """Make one record durable in the spool (temp, fsync, rename) and return its record id.
+def active_name(kind: str) -> str:
+    """The file name of a kind's active segment."""
+    return f"current.{kind}.jsonl"
 
-    The record id is BLAKE3 of the record's canonical bytes, so folding the same file twice
-    inserts it once. Producers never open DuckDB: this costs one file create.
-    """
+
+def sealed_name(kind: str) -> str:
+    """A fresh, unique name for a sealed segment of a kind (sorts by sealing time)."""
+    return f"folding.{kind}.{time.time_ns()}.{os.getpid()}.{os.urandom(4).hex()}.jsonl"
+
+
+def segment_kind(name: str) -> str | None:
+    """The record kind a segment file name declares, or None when it is no segment."""
+    parts = name.split(".")
+    if name.endswith(".jsonl") and parts[0] in ("current", "folding") and len(parts) >= 3:
+        return parts[1]
+    return None
+
+
+def encode(kind: str, payload: dict[str, Any]) -> tuple[str, bytes]:
+    """A record of `kind` as (record id, spool line)."""
     if kind not in RECORD_KINDS:
         raise ValueError(f"unknown record kind {kind!r}")
     record = {"kind": kind, "schema": RECORD_SCHEMA, "recorded_at": utc_now_iso(), **payload}
     body = canonical.stable_dumps(record)
+    if b"\n" in body:  # json.dumps escapes control characters; a newline would split the record
+        raise ValueError("a canonical record contains a raw newline")
     record_id = hashing.hash_bytes(body)
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    final = spool_dir / f"{record['recorded_at'][:10]}_{kind}_{record_id}.json"
-    temp = spool_dir / f".{os.getpid()}.{os.urandom(6).hex()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    return record_id, line_of(record_id, body)
+
+
+def line_of(record_id: str, body: bytes) -> bytes:
+    """The spool line holding a record's canonical bytes and its record id."""
+    return b"".join((LINE_PREFIX, record_id.encode(), _RECORD_KEY, body, b"}\n"))
+
+
+def split_line(line: bytes) -> tuple[str, bytes] | None:
+    """(record id, canonical record bytes) of a well-formed spool line, else None."""
+    line = line.rstrip(b"\n")
+    if not (line.startswith(LINE_PREFIX) and line.endswith(b"}")
+            and line[_BODY_START - len(_RECORD_KEY):_BODY_START] == _RECORD_KEY):
+        return None
+    return line[len(LINE_PREFIX):_BODY_START - len(_RECORD_KEY)].decode("ascii", "replace"), \
+        line[_BODY_START:-1]
+
+
+def write_record(spool_dir: Path, kind: str, payload: dict[str, Any]) -> str:
+    """Append one record to the spool, durable when this returns; return its record id."""
+    return write_records(spool_dir, [(kind, payload)])[0]
+
+
+def write_records(spool_dir: Path, records: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Append records (kind, payload) durably; one write and one fdatasync per kind among them.
+
+    Producers never open DuckDB: a record costs a share of one append and one fdatasync.
+    """
+    encoded = [encode(kind, payload) for kind, payload in records]
+    by_kind: dict[str, list[bytes]] = {}
+    for (kind, _), (_, line) in zip(records, encoded):
+        by_kind.setdefault(kind, []).append(line)
+    spool_dir = Path(spool_dir)
+    for kind, lines in by_kind.items():
+        _append(spool_dir, kind, b"".join(lines))
+    return [record_id for record_id, _ in encoded]
+
+
+def _is_current(path: Path, st: os.stat_result) -> bool:
+    """Whether the descriptor's file (st) is still the one linked at path."""
     try:
-        view = memoryview(body)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return st.st_nlink > 0 and (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _lock(fd: int, path: Path, mode: int) -> bool:
+    """flock the active segment; False when it is no longer the one at path (sealed).
+
+    A folder holds LOCK_EX on a sealed segment for a whole fold, so a writer that opened it
+    just before the seal must not wait for that: it sees the seal and starts over.
+    """
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if not _is_current(path, os.fstat(fd)):
+            return False
+        fcntl.flock(fd, mode)  # another writer (repairing a torn line): microseconds
+    return _is_current(path, os.fstat(fd))
+
+
+def _append(spool_dir: Path, kind: str, data: bytes) -> None:
+    path = spool_dir / active_name(kind)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)  # read: the tail check
+        except FileNotFoundError:
+            if _create(spool_dir, path, data):
+                return
+            continue
+        try:
+            if not _lock(fd, path, fcntl.LOCK_SH):
+                continue  # a folder sealed it between our open and our lock
+            st = os.fstat(fd)
+            prefix = b""
+            if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+                # A writer died mid-line, or one is still writing a long line: decide alone.
+                if not _lock(fd, path, fcntl.LOCK_EX):
+                    continue
+                st = os.fstat(fd)
+                if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+                    prefix = b"\n"  # end the torn line so ours is not glued onto it
+            _write_all(fd, prefix + data)
+            os.fdatasync(fd)
+            if st.st_size + len(data) >= SEGMENT_BYTES and _is_current(path, os.fstat(fd)):
+                try:  # sealing any active segment is always safe, so losing this race is too
+                    os.rename(path, spool_dir / sealed_name(kind))
+                except FileNotFoundError:
+                    pass
+            return
+        finally:
+            os.close(fd)  # also drops the flock
+
+
+def _create(spool_dir: Path, path: Path, data: bytes) -> bool:
+    """Make the active segment holding data; False when another writer made it first.
+
+    The segment is written and locked under a private name before it is linked in, so no
+    other writer can append (and return) before its directory entry is durable.
+    """
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    temp = spool_dir / f".{os.getpid()}.{os.urandom(6).hex()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _write_all(fd, data)
+        os.fdatasync(fd)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return False
+        _fsync_dir(spool_dir)
+        return True
+    finally:
         os.unlink(temp)
-        raise
-    os.close(fd)
-    os.rename(temp, final)
-    # The rename itself must survive a power cut: the caller is told the record is durable.
-    dir_fd = os.open(spool_dir, os.O_RDONLY | os.O_DIRECTORY)
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return record_id
 
 
-def pending_names(spool_dir: Path) -> list[str]:
-    """Names of the spool files waiting to be folded, oldest first (temp files excluded)."""
+def segment_names(spool_dir: Path) -> list[str]:
+    """Segment files in the spool, sealed ones first (oldest first), then the active ones."""
+    try:
+        names = os.listdir(spool_dir)
+    except FileNotFoundError:
+        return []
+    segments = [n for n in names if segment_kind(n) is not None]
+    return sorted(segments, key=lambda n: (not n.startswith("folding."), n))
+
+
+def legacy_names(spool_dir: Path) -> list[str]:
+    """One-record-per-file spool files left by Requiem before segments, oldest first."""
     try:
         return sorted(n for n in os.listdir(spool_dir) if n.endswith(".json") and n[0] != ".")
     except FileNotFoundError:
         return []
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    try:
+        with open(path, "rb") as handle:
+            yield from (line for line in handle if line.strip())
+    except FileNotFoundError:
+        return  # folded meanwhile
+
+
+def pending_count(spool_dir: Path) -> int:
+    """How many records wait in the spool (lines of every segment plus legacy files)."""
+    count = len(legacy_names(spool_dir))
+    for name in segment_names(spool_dir):
+        try:
+            with open(Path(spool_dir) / name, "rb") as handle:
+                count += sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+        except FileNotFoundError:
+            continue
+    return count
+
+
+def pending_records(spool_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """The records waiting in the spool (optionally of one kind), oldest first; unreadable
+    lines are skipped (the fold quarantines them)."""
+    spool_dir = Path(spool_dir)
+    bodies: list[bytes] = []
+    for name in legacy_names(spool_dir):
+        try:
+            bodies.append((spool_dir / name).read_bytes())
+        except FileNotFoundError:
+            continue
+    for name in segment_names(spool_dir):
+        bodies.extend(split[1] for split in map(split_line, _lines(spool_dir / name)) if split)
+    records = []
+    for body in bodies:
+        try:
+            record = json.loads(body)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and (kind is None or record.get("kind") == kind):
+            records.append(record)
+    return records
+
+
+def quarantined_count(spool_dir: Path) -> int:
+    """How many records (files) sit in spool/quarantine/."""
+    try:
+        return sum(1 for n in os.listdir(Path(spool_dir) / QUARANTINE) if n[0] != ".")
+    except FileNotFoundError:
+        return 0

@@ -1,4 +1,4 @@
-"""Realistic history records made through the real producer, requiem.spool.write_record."""
+"""Realistic history records made through the real producers, requiem.spool.write_record(s)."""
 
 from __future__ import annotations
 
@@ -97,19 +97,24 @@ def dual_run_payload(n: int, categories: list[str] | tuple[str, ...] = (),
     }
 
 
-def write_executions(spool_dir: Path, count: int, start: int = 0, seed: int = 7) -> list[str]:
-    """Spool `count` varied execution records (engines, failures, timeouts); return record ids."""
+def executions(start: int, count: int, seed: int = 7) -> list[tuple[str, dict[str, Any]]]:
+    """`count` varied ("execution", payload) records (engines, failures, timeouts)."""
     rng = random.Random(seed)
-    ids = []
+    records = []
     for n in range(start, start + count):
         roll = rng.random()
-        payload = execution_payload(
+        records.append(("execution", execution_payload(
             n, engine=ENGINES[n % 3], ok=roll >= 0.2,
             termination_reason="timeout" if roll < 0.05 else "exited",
             duration_ms=round(rng.lognormvariate(2.5, 1.0), 3),
-        )
-        ids.append(spool.write_record(spool_dir, "execution", payload))
-    return ids
+        )))
+    return records
+
+
+def write_executions(spool_dir: Path, count: int, start: int = 0, seed: int = 7) -> list[str]:
+    """Spool `count` varied execution records one write_record each; return record ids."""
+    return [spool.write_record(spool_dir, kind, payload)
+            for kind, payload in executions(start, count, seed)]
 
 
 def spool_dir_of(home: Path) -> Path:

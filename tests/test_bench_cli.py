@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from requiem import spool
 from tests.conftest import run_cli
 from tests.test_exec import PLAIN
 
@@ -33,7 +34,7 @@ def test_run_compare_and_gate(home: Path, tmp_path: Path) -> None:
     assert gate.returncode == 2 and "p50" in gate.json["regressions"]
     same = run_cli("bench", "gate", "--baseline", str(base), "--current", str(base))
     assert same.returncode == 0
-    assert list((home / "spool").glob("*_bench_*.json"))
+    assert spool.pending_records(home / "spool", "bench")
 
 
 def test_drift_analyze_flags_more_than_one_digest(home: Path, tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from requiem.history import open_history
+from requiem import spool
+from requiem.history import ingest, open_history
 from requiem.home import Home
 from tests.conftest import cli_command
 
@@ -81,7 +82,7 @@ def test_spool_producers_and_a_folder_lose_nothing(home: Path, tmp_path: Path) -
         ids = con.execute("SELECT request_id FROM executions").fetchall()
     assert sorted(r for (r,) in ids) == sorted(f"req-{i * 1000 + n}" for i in range(LOOPS)
                                                for n in range(RUNS))
-    assert not list((home / "spool").glob("*.json"))
+    assert spool.pending_count(home / "spool") == 0
 
 
 @pytest.mark.slow
@@ -112,4 +113,41 @@ def test_exec_runs_and_a_folder_lose_nothing(home: Path, tmp_path: Path) -> None
         recorded = con.execute("SELECT count(*), count(DISTINCT record_id) FROM executions "
                                "WHERE ok").fetchall()[0]
     assert recorded == (LOOPS * RUNS, LOOPS * RUNS)
-    assert not list((home / "spool").glob("*.json"))
+    assert spool.pending_count(home / "spool") == 0
+
+
+# Group commits as fast as they go, into segments small enough that writers seal them too.
+BATCHER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from requiem import spool
+    from tests.history_fixtures import execution_payload
+
+    spool.SEGMENT_BYTES = 64 << 10
+    spool_dir, loop, batches = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    for b in range(batches):
+        spool.write_records(spool_dir, [("execution", execution_payload(loop * 10000 + b * 10 + n))
+                                        for n in range(10)])
+""")
+
+
+def test_group_writers_and_a_tight_folding_loop_lose_and_duplicate_nothing(home: Path) -> None:
+    writers = [subprocess.Popen([sys.executable, "-c", BATCHER, str(home / "spool"), str(i), "250"],
+                                cwd=REPO, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    place = Home.resolve(str(home))
+    totals = {"folded": 0, "duplicates": 0, "quarantined": 0}
+    rounds = 0
+    while any(w.poll() is None for w in writers):
+        for key, value in ingest(place).items():
+            totals[key] += value
+        rounds += 1
+    failures = [w.communicate()[1] for w in writers if w.returncode != 0]
+    for key, value in ingest(place).items():
+        totals[key] += value
+    assert failures == [] and rounds >= 3
+    assert totals == {"folded": 10000, "duplicates": 0, "quarantined": 0}
+    with open_history(place) as con:
+        ids = con.execute("SELECT request_id FROM executions").fetchall()
+    assert sorted(r for (r,) in ids) == sorted(f"req-{i * 10000 + n}" for i in range(4)
+                                               for n in range(2500))
+    assert spool.pending_count(home / "spool") == 0

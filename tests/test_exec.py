@@ -37,8 +37,9 @@ def run_request(home: Path, tmp_path: Path, request: Any, *extra: str,
 
 
 def spool_records(home: Path, kind: str = "execution") -> list[dict[str, Any]]:
-    spool = home / "spool"
-    return [json.loads(p.read_text()) for p in sorted(spool.glob(f"*_{kind}_*.json"))]
+    from requiem.spool import pending_records
+
+    return pending_records(home / "spool", kind)
 
 
 def test_echo_result_has_every_contract_field(home: Path, tmp_path: Path, ws: Path) -> None:

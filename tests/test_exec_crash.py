@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from requiem import spool
 from requiem.cas import Cas
 from tests.conftest import cli_command, run_cli
 
@@ -34,9 +35,10 @@ def test_kill_9_mid_run_leaves_no_partial_state(home: Path, tmp_path: Path) -> N
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    spool = home / "spool"
-    before = sorted(p.name for p in spool.iterdir()) if spool.exists() else []
-    assert all(name.endswith(".json") and "_cas_put_" in name for name in before), before
+    spool_dir = home / "spool"
+    names = sorted(p.name for p in spool_dir.iterdir()) if spool_dir.exists() else []
+    assert names == [spool.active_name("cas_put")], names  # the engine spooled nothing
+    assert {r["kind"] for r in spool.pending_records(spool_dir)} == {"cas_put"}
     store = Cas(home / "cas")  # the next start sweeps the dead engine's temp files
     assert os.listdir(home / "cas" / "v2" / "tmp") == []
     assert store.verify()["ok"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from requiem import spool
+from requiem import hashing, history_fold, spool
 from requiem.history import open_history, record_cas_verify
 from requiem.history_schema import SCHEMA_VERSION
 from requiem.home import Home
@@ -25,8 +25,8 @@ def _count(home: Path, table: str) -> int:
         return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
 
 
-def _spooled(home: Path) -> list[str]:
-    return sorted(p.name for p in (home / "spool").glob("*.json"))
+def _pending(home: Path) -> int:
+    return spool.pending_count(home / "spool")
 
 
 def test_ingest_folds_every_kind_once(cli, home: Path) -> None:
@@ -47,7 +47,7 @@ def test_ingest_folds_every_kind_once(cli, home: Path) -> None:
     assert got.returncode == 0, got.stdout
     assert got.json["folded"] == 17 and got.json["duplicates"] == 0
     assert got.json["quarantined"] == 0 and got.json["schema_version"] == SCHEMA_VERSION
-    assert _spooled(home) == []
+    assert _pending(home) == 0
     with open_history(Home.resolve(str(home))) as con:
         counts = dict(con.execute(
             "SELECT 'executions', count(*) FROM executions UNION ALL "
@@ -83,14 +83,23 @@ def test_a_record_folded_twice_is_counted_once(cli, home: Path, tmp_path: Path) 
         shutil.copy(path, spool_dir / path.name)
     got = cli("history", "ingest").json
     assert (got["folded"], got["duplicates"]) == (0, 3)
-    assert _count(home, "executions") == 3 and _spooled(home) == []
+    assert _count(home, "executions") == 3 and _pending(home) == 0
 
 
-def test_corrupt_records_are_quarantined_and_never_block_the_rest(cli, home: Path) -> None:
+def _body_of(home: Path, record_id: str) -> bytes:
+    """The canonical bytes of a spooled record, as a pre-segment spool file held them."""
+    segment = home / "spool" / spool.active_name("execution")
+    found = [split for split in map(spool.split_line, segment.read_bytes().splitlines())
+             if split and split[0] == record_id]
+    return found[0][1]
+
+
+def test_legacy_record_files_fold_and_corrupt_ones_are_quarantined(cli, home: Path) -> None:
     spool_dir = home / "spool"
     write_executions(spool_dir, 5)
     good = spool.write_record(spool_dir, "execution", execution_payload(99))
-    body = (spool_dir / next(n for n in _spooled(home) if good in n)).read_bytes()
+    body = _body_of(home, good)
+    (spool_dir / f"2026-03-01_execution_{hashing.hash_bytes(body)}.json").write_bytes(body)
     fake_id = "f" * 64
     bad = {
         f"2026-03-01_execution_{'1' * 64}.json": body[: len(body) // 2],  # truncated
@@ -106,9 +115,10 @@ def test_corrupt_records_are_quarantined_and_never_block_the_rest(cli, home: Pat
     got = cli("history", "ingest")
     assert got.returncode == 0, got.stdout
     assert (got.json["folded"], got.json["quarantined"]) == (6, len(bad))
+    assert got.json["duplicates"] == 1  # the legacy copy of a record also in a segment
     assert "quarantined spool record" in got.stderr and "not JSON" in got.stderr
     assert sorted(p.name for p in (spool_dir / "quarantine").iterdir()) == sorted(bad)
-    assert _spooled(home) == [] and _count(home, "executions") == 6
+    assert _pending(home) == 0 and _count(home, "executions") == 6
     doctor = cli("doctor").json
     assert doctor["history"]["quarantined"] == len(bad)
     warning = next(w for w in doctor["warnings"] if w["id"] == "spool_quarantine")
@@ -128,7 +138,7 @@ def test_a_history_from_a_newer_schema_is_refused_and_the_spool_kept(cli, home: 
     assert error["code"] == "invalid_request" and error["reason"] == "history_schema_newer"
     assert "newer than this Requiem supports" in error["message"]
     assert error["history_schema_version"] == SCHEMA_VERSION + 1
-    assert len(_spooled(home)) == 2  # nothing was consumed by a fold that could not happen
+    assert _pending(home) == 2  # nothing was consumed by a fold that could not happen
     doctor = cli("doctor")
     assert doctor.returncode == 1
     assert [b["id"] for b in doctor.json["blockers"]] == ["history_schema_newer"]
@@ -225,7 +235,7 @@ def test_read_only_holds_create_the_database_and_skip_the_fold(home: Path) -> No
     write_executions(home / "spool", 2)
     with open_history(Home.resolve(str(home)), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM executions").fetchall() == [(0,)]
-    assert len(_spooled(home)) == 2
+    assert _pending(home) == 2
     assert _count(home, "executions") == 2
 
 
@@ -240,12 +250,121 @@ def test_history_commands_never_print_a_traceback(cli, home: Path) -> None:
 def test_a_backlog_folds_in_batches(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import requiem.history as history
 
-    monkeypatch.setattr(history, "BATCH_RECORDS", 7)
+    holds = []
+    real_hold = history._hold
+
+    def counted(place, exclusive):
+        holds.append(exclusive)
+        return real_hold(place, exclusive)
+
+    monkeypatch.setattr(history, "BATCH_BYTES", 8 << 10)
+    monkeypatch.setattr(spool, "SEGMENT_BYTES", 4 << 10)  # writers seal every ~3 records
+    monkeypatch.setattr(history, "_hold", counted)
     write_executions(home / "spool", 30)
+    assert len(spool.segment_names(home / "spool")) >= 8
     (home / "spool" / f"2026-03-01_execution_{'9' * 64}.json").write_bytes(b"{")
     place = Home.resolve(str(home))
     assert history.ingest(place) == {"folded": 30, "duplicates": 0, "quarantined": 1}
+    assert len(holds) >= 3  # the backlog took several holds, so other consumers got turns
     write_executions(home / "spool", 17, start=100)
-    with open_history(place) as con:  # 17 > one batch: the rest folds before the block
+    with open_history(place) as con:  # more than one batch: the rest folds before the block
         assert con.execute("SELECT count(*) FROM executions").fetchall() == [(47,)]
-    assert _spooled(home) == []
+    assert _pending(home) == 0
+
+
+def _segment(home: Path, kind: str = "execution") -> Path:
+    return home / "spool" / spool.active_name(kind)
+
+
+def test_bad_lines_in_a_segment_are_quarantined_and_the_rest_folds(cli, home: Path) -> None:
+    write_executions(home / "spool", 3)
+    line = _segment(home).read_bytes().splitlines(keepends=True)[0]
+    record_id, body = spool.split_line(line)
+    assert hashing.hash_bytes(body) == record_id  # the id in a line is BLAKE3 of its record
+    bad = [b"this is not JSON\n",
+           line.replace(b'"schema":1', b'"schema":7'),
+           line.replace(b'"kind":"execution"', b'"kind":"dual_run"'),
+           line.replace(record_id.encode(), b"x" * 12),
+           line.replace(b'"command":"', b'"command":"\xff\xfe')]
+    with open(_segment(home), "ab") as handle:
+        handle.write(b"".join(bad))
+    write_executions(home / "spool", 2, start=50)
+    got = cli("history", "ingest")
+    assert got.returncode == 0, got.stdout
+    assert (got.json["folded"], got.json["quarantined"]) == (5, len(bad))
+    assert "not JSON" in got.stderr and "wrong schema" in got.stderr
+    kept = sorted((home / "spool" / "quarantine").iterdir())
+    assert sorted(p.read_bytes() + b"\n" for p in kept) == sorted(bad)
+    assert _pending(home) == 0 and _count(home, "executions") == 5
+    assert cli("doctor").json["history"]["quarantined"] == len(bad)
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import fcntl, os, signal, sys
+    from pathlib import Path
+    from requiem import spool
+    from tests.history_fixtures import execution_payload
+
+    path = Path(sys.argv[1]) / spool.active_name("execution")
+    _, line = spool.encode("execution", execution_payload(999))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    os.write(fd, line[: len(line) // 2])  # as if the kernel stopped the write here
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+@pytest.mark.parametrize("followed", [True, False], ids=["then_more_writes", "last_line"])
+def test_a_writer_killed_mid_append_is_quarantined_and_the_rest_folds(
+        cli, home: Path, followed: bool) -> None:
+    write_executions(home / "spool", 3)
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(home / "spool")],
+                            cwd=Path(__file__).resolve().parent.parent, check=False)
+    assert killed.returncode == -9
+    if followed:  # the next writer ends the torn line first, so its own record stays whole
+        write_executions(home / "spool", 2, start=10)
+    got = cli("history", "ingest")
+    assert got.returncode == 0, got.stdout
+    assert (got.json["folded"], got.json["quarantined"]) == (5 if followed else 3, 1)
+    assert ("torn last line" in got.stderr) is not followed
+    assert _count(home, "executions") == (5 if followed else 3) and _pending(home) == 0
+
+
+def test_a_crash_after_commit_before_unlink_folds_nothing_twice(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import requiem.history as history
+
+    write_executions(home / "spool", 4)
+    spool.write_record(home / "spool", "dual_run", dual_run_payload(1, ["timing_diff"]))
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed between the commit and the unlink")
+
+    monkeypatch.setattr(history_fold, "_settle", crash)
+    place = Home.resolve(str(home))
+    with pytest.raises(KeyboardInterrupt):
+        history.ingest(place)
+    monkeypatch.undo()
+    assert all(n.startswith("folding.") for n in spool.segment_names(home / "spool"))
+    assert history.ingest(place) == {"folded": 0, "duplicates": 5, "quarantined": 0}
+    assert _count(home, "executions") == 4 and _count(home, "dual_run_mismatches") == 1
+    assert _pending(home) == 0
+
+
+def test_write_records_appends_a_group_in_one_go(home: Path) -> None:
+    records = [("execution", execution_payload(n)) for n in range(40)]
+    records.append(("dual_run", dual_run_payload(1)))
+    ids = spool.write_records(home / "spool", records)
+    assert len(set(ids)) == 41
+    assert sorted(spool.segment_names(home / "spool")) == [spool.active_name("dual_run"),
+                                                           spool.active_name("execution")]
+    pending = spool.pending_records(home / "spool", "execution")
+    assert [r["request_id"] for r in pending] == [f"req-{n}" for n in range(40)]
+    assert history_fold_count(home) == (41, 40)
+
+
+def history_fold_count(home: Path) -> tuple[int, int]:
+    from requiem.history import ingest
+
+    folded = ingest(Home.resolve(str(home)))["folded"]
+    return folded, _count(home, "executions")

@@ -78,7 +78,6 @@ def select_backend(name: str = "auto", cache_dir: str | os.PathLike[str] | None 
     """
     from requiem.errors import SANDBOX_UNAVAILABLE, RequiemError
     from requiem.sandbox.none import NoneBackend
-    from requiem.sandbox.plan import choose
 
     if name not in BACKENDS:
         raise RequiemError(SANDBOX_UNAVAILABLE, f"unknown sandbox backend {name!r}; known: {', '.join(BACKENDS)}")
@@ -89,6 +88,7 @@ def select_backend(name: str = "auto", cache_dir: str | os.PathLike[str] | None 
         if name == "none":
             _backends[name] = NoneBackend("asked for by name: plain spawn, nothing enforced")
             return _backends[name]
+        from requiem.sandbox.plan import choose
         from requiem.sandbox.probe import probe
 
         found = probe(cache_dir)

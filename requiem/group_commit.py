@@ -1,0 +1,89 @@
+"""Group commit: the history records of a batch made durable together, beside the runs."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from requiem import spool
+from requiem.cas import Cas
+from requiem.cas_guard import hold_shared
+
+# Runs wait for the flusher beyond this many records, so memory stays bounded.
+MAX_PENDING = 1024
+
+
+class GroupCommit:
+    """Spool records handed over by runs and written by a flusher thread, many per fsync.
+
+    One run costs three fsyncs when it commits alone (its result object, its spool record and
+    the spool directory). Here the store publishes objects unsynced, and a flusher thread
+    fsyncs them and then appends every waiting record with one fdatasync, while the next run
+    goes on: the durability is the same, off the runs' critical path. From a run's first
+    record until the flush that writes it, a shared hold of the GC guard keeps a collector
+    away from the objects the record names.
+    """
+
+    def __init__(self, cas: Cas, spool_dir: Path) -> None:
+        self._cas = cas
+        self._spool_dir = spool_dir
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._changed = threading.Condition()
+        self._guard: int | None = None
+        self._closing = False
+        self._error: BaseException | None = None
+        cas.defer_syncs()
+        self._flusher = threading.Thread(target=self._flush_loop, name="requiem-group-commit",
+                                         daemon=True)
+        self._flusher.start()
+
+    def add(self, kind: str, payload: dict[str, Any]) -> None:
+        """Queue one record; called while the caller holds the write guard."""
+        with self._changed:
+            while len(self._pending) >= MAX_PENDING and self._error is None:
+                self._changed.wait()
+            if self._error is not None:
+                raise self._error
+            if self._guard is None:
+                self._guard = hold_shared(self._cas.root)
+            self._pending.append((kind, payload))
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """Flush what is queued and stop; raises what a flush raised (the records are not durable)."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._flusher.join()
+        self._cas.sync_deferred()
+        if self._error is not None:
+            raise self._error
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending and not self._closing:
+                    self._changed.wait()
+                if not self._pending:
+                    return
+                records, self._pending = self._pending, []
+                self._changed.notify_all()
+            try:
+                self._cas.sync_deferred()  # the objects first: a durable record never dangles
+                spool.write_records(self._spool_dir, records)
+            except BaseException as exc:
+                with self._changed:
+                    self._error = exc
+                    self._release_guard()
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                if not self._pending:
+                    self._release_guard()
+
+    def _release_guard(self) -> None:
+        if self._guard is not None:
+            os.close(self._guard)
+            self._guard = None

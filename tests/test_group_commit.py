@@ -1,0 +1,153 @@
+"""`exec batch` commits its records in groups: nothing lost, nothing collected, failures loud."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from requiem import spool
+from requiem.cas import Cas
+from tests.conftest import cli_command, run_cli
+from tests.test_exec import PLAIN
+
+
+def _batch_file(path: Path, ws: Path, count: int, tag: str = "run") -> Path:
+    requests = [{"command": "echo", "argv": [f"{tag} {n}"], "workspace_root": str(ws),
+                 "policy": PLAIN} for n in range(count)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    return path
+
+
+def _named_digests(result: dict) -> set[str]:
+    names = {result[k] for k in ("stdout_digest", "stderr_digest", "result_object",
+                                 "request_object") if result.get(k)}
+    return names | {d for d in (result.get("output_digests") or {}).values() if d}
+
+
+def test_a_batch_records_every_run_and_every_refusal(home: Path, tmp_path: Path) -> None:
+    lines = _batch_file(tmp_path / "r.jsonl", tmp_path, 40)
+    with open(lines, "a") as handle:
+        handle.write("{broken\n" + json.dumps({"argv": ["no command"]}) + "\n")
+    out = tmp_path / "o.jsonl"
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(out), home=home)
+    assert got.returncode == 1 and got.json["requests"] == 42 and got.json["failed"] == 2
+    records = spool.pending_records(home / "spool", "execution")
+    assert len(records) == 42
+    assert sorted(r["termination_reason"] for r in records).count("refused") == 2
+    cas = Cas(home / "cas")
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    named = set().union(*(_named_digests(r) for r in results if r.get("ok")))
+    assert named and all(cas.verify_object(d) is None for d in named)
+    assert {r["result_object"] for r in records if r["result_object"]} == {
+        r["result_object"] for r in results if r.get("ok")}
+
+
+@pytest.mark.slow
+def test_a_gc_racing_a_batch_never_deletes_what_its_results_name(home: Path,
+                                                                tmp_path: Path) -> None:
+    lines = _batch_file(tmp_path / "r.jsonl", tmp_path, 600, tag="racing")
+    out = tmp_path / "o.jsonl"
+    batch = subprocess.Popen(cli_command() + ["--home", str(home), "exec", "batch", "--requests",
+                                              str(lines), "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    collections = 0
+    while batch.poll() is None or collections < 2:
+        gc = subprocess.run(cli_command() + ["--home", str(home), "cas", "gc", "--execute",
+                                             "--grace", "0s"], capture_output=True, text=True,
+                            timeout=120, check=False)
+        assert gc.returncode == 0, gc.stdout + gc.stderr
+        collections += 1
+        time.sleep(0.05)
+    stdout, stderr = batch.communicate(timeout=120)
+    assert batch.returncode == 0, stdout + stderr
+    cas = Cas(home / "cas")
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(results) == 600
+    named = set().union(*(_named_digests(r) for r in results))
+    assert [d for d in named if not cas.contains(d) or cas.verify_object(d) is not None] == []
+
+
+def test_a_history_that_cannot_be_written_fails_the_batch_cleanly(home: Path,
+                                                                  tmp_path: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "spool").write_text("not a directory\n")
+    lines = _batch_file(tmp_path / "r.jsonl", tmp_path, 5)
+    out = tmp_path / "o.jsonl"
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(out), home=home)
+    assert got.returncode != 0
+    assert got.json["ok"] is False and got.json["error"]["code"]
+    assert "Traceback" not in got.stderr
+    assert not out.exists()  # results whose records are not durable are not handed out
+
+
+def test_objects_of_a_queued_record_stay_guarded_until_it_is_durable(tmp_path: Path) -> None:
+    from requiem.cas_guard import write_guard
+    from requiem.group_commit import GroupCommit
+
+    cas = Cas(tmp_path / "cas")
+    group = GroupCommit(cas, tmp_path / "spool")
+    flushing = threading.Event()
+    real_sync = cas.sync_deferred
+
+    def held_sync() -> None:  # hold the flusher so the record stays queued while we look
+        flushing.wait(30)
+        real_sync()
+
+    cas.sync_deferred = held_sync  # type: ignore[method-assign]
+    with write_guard(cas.root):
+        digest = cas.put_bytes(b"named by a queued record").digest
+        group.add("execution", {"stdout_digest": digest})
+    collector = os.open(cas.root / "gc.lock", os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):  # what a GC would need to start deleting
+            fcntl.flock(collector, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        flushing.set()
+        group.close()
+        fcntl.flock(collector, fcntl.LOCK_EX | fcntl.LOCK_NB)  # durable: the guard is gone
+    finally:
+        os.close(collector)
+    assert [r["stdout_digest"] for r in spool.pending_records(tmp_path / "spool")] == [digest]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_deferred_objects_are_synced_later_and_hold_no_descriptor_after(tmp_path: Path) -> None:
+    cas = Cas(tmp_path / "cas")
+    cas.defer_syncs()
+    before = _open_fds()
+    digests = [cas.put_bytes(f"object {n}".encode()).digest for n in range(10)]
+    with cas.writer() as writer:
+        writer.write(b"streamed object")
+        digests.append(writer.commit().digest)
+    assert _open_fds() == before + 11  # one duplicate descriptor per object awaiting its fsync
+    cas.sync_deferred()
+    assert _open_fds() == before
+    assert all(cas.verify_object(d) is None for d in digests)
+
+
+@pytest.mark.parametrize("damage", ["empty", "short"])
+def test_an_object_a_power_cut_left_damaged_is_rewritten_by_the_next_put(
+        tmp_path: Path, damage: str) -> None:
+    cas = Cas(tmp_path / "cas")
+    cas.defer_syncs()
+    data = b"published before its fsync\n" * 100
+    digest = cas.put_bytes(data).digest
+    path = cas.object_path(digest)
+    with open(path, "r+b") as handle:  # what a lost writeback leaves behind
+        handle.truncate(0 if damage == "empty" else path.stat().st_size - 7)
+    fresh = Cas(tmp_path / "cas")
+    assert fresh.put_bytes(data).digest == digest
+    assert fresh.read_bytes(digest) == data
+    # The same damage under a store that remembers the object: the size check catches it.
+    with open(path, "r+b") as handle:
+        handle.truncate(10)
+    assert fresh.put_bytes(data).digest == digest and fresh.read_bytes(digest) == data
