@@ -50,6 +50,39 @@ def bench_cold_run(work: Path, backend: str, rounds: int = 40) -> None:
           f"| p50 <= 40 ms |")
 
 
+def instructions(argv: list[str]) -> int | None:
+    """Instructions one process executes (callgrind: the same count however busy the machine)."""
+    import re
+    import shutil
+
+    if not shutil.which("valgrind"):
+        return None
+    got = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                         capture_output=True, text=True, check=False)
+    found = re.search(r"Collected : (\d+)", got.stderr)
+    return int(found.group(1)) if found else None
+
+
+def bench_cold_instructions(work: Path) -> None:
+    """The cold run's CPU work against the anchor's, in instructions (load-independent)."""
+    req = work / "true-instructions.json"
+    req.write_text(json.dumps({"command": "/bin/true", "workspace_root": str(work / "ws"),
+                               "policy": {"sandbox": {"backend": "none"}}}))
+    home = str(work / "home-instructions")
+    run = [sys.executable, REQUIEM, "--home", home, "exec", "run", "--request", str(req),
+           "--out", str(work / "out-instructions.json")]
+    subprocess.run(run, check=True, stdout=subprocess.DEVNULL)  # the home exists: a warm CAS
+    ours = instructions(run)
+    anchor = instructions([sys.executable, "-I", "-c", "import blake3"])
+    if ours is None or anchor is None:
+        print("| cold `exec run` instructions | (valgrind not installed: skipped) | | | |")
+        return
+    print(f"| cold `requiem exec run` of /bin/true, none backend, CPU work (callgrind, engine "
+          f"process only) | {ours / 1e6:.0f}M instructions | {anchor / 1e6:.0f}M "
+          f"(`python -I -c 'import blake3'`) | {ours / anchor:.2f}x | (explains the p50) |",
+          flush=True)
+
+
 def bare_loop(backend: str, work: Path, count: int, threads: int) -> float:
     """Seconds per spawn + wait of /bin/true through the backend, from `threads` threads."""
     from concurrent.futures import ThreadPoolExecutor
@@ -117,6 +150,7 @@ def main() -> None:
         (work / "ws").mkdir()
         print("| figure | requiem | anchor | ratio | goal |")
         print("|---|---|---|---|---|")
+        bench_cold_instructions(work)
         for backend in backends:
             bench_cold_run(work, backend)
             for jobs in (1, 2):
