@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from requiem.errors import (
     INVALID_REQUEST,
@@ -13,6 +12,10 @@ from requiem.errors import (
     QUOTA_EXCEEDED,
     RequiemError,
 )
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_DOCUMENT_BYTES = 1 << 20
 MAX_DEPTH = 64

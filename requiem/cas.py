@@ -6,7 +6,6 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Iterator
 
 from requiem import hashing
 from requiem.cas_format import (
@@ -24,6 +23,10 @@ from requiem.cas_format import (
 from requiem.cas_writer import CasWriter, kernel_copy, write_all
 from requiem.clock import utc_now_iso
 from requiem.errors import CAS_INTEGRITY_FAILED, INVALID_REQUEST, MISSING_INPUT, RequiemError
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import IO, Any, Iterator
 
 __all__ = ["Cas", "CasWriter", "ObjectInfo", "check_digest", "ENCODINGS", "HEADER_SIZE"]
 

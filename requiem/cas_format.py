@@ -6,13 +6,18 @@ this machine's disk, so metadata in a second file would halve small-object speed
 makes publication a single atomic rename, so a crash leaves no object or a whole one.
 """
 
+from __future__ import annotations
 
 import errno
 import json
-from typing import Any, NamedTuple
 
 from requiem import hashing
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
+from requiem.tuples import named_tuple
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any
 
 FORMAT_VERSION = "v2"
 HEADER_SIZE = 512
@@ -22,7 +27,8 @@ DEFAULT_ZSTD_LEVEL = 3
 CHUNK_SIZE = 1 << 20
 
 
-class ObjectInfo(NamedTuple):
+@named_tuple
+class ObjectInfo:
     """The metadata of one stored object."""
 
     digest: str

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from typing import IO, TYPE_CHECKING, Any
 
 from requiem import hashing
 from requiem.cas_format import (
@@ -20,7 +19,9 @@ from requiem.cas_format import (
 from requiem.clock import utc_now_iso
 from requiem.errors import INVALID_REQUEST, RequiemError
 
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
+    from typing import IO, Any
     from pathlib import Path
 
     from requiem.cas import Cas

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 
 from requiem.errors import (
     ENGINE_UNAVAILABLE,
@@ -15,6 +14,10 @@ from requiem.errors import (
     QUOTA_EXCEEDED,
     RequiemError,
 )
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any
 
 # Commands that would run the Requiem engine; FORCE_RUST=1 hands them back to the caller.
 _ENGINE_COMMANDS = frozenset({"exec"})

@@ -22,16 +22,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional
 
 from requiem import canonical
 from requiem.errors import CONFIG_INVALID, INVALID_REQUEST, RequiemError
 
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+    # A checker returns an error message for a bad value, or None.
+    Checker = Callable[[Any], str | None]
+
 CONFIG_VERSION = 1
 ENGINES = ("requiem", "rust", "dual")
 
-# A checker returns an error message for a bad value, or None.
-Checker = Callable[[Any], Optional[str]]
 
 
 def _string(value: Any) -> str | None:

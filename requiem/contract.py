@@ -1,11 +1,16 @@
 """The request and result contract: validation with JSON-pointer errors, and the digest rules."""
 
-from typing import Any, NamedTuple
+from __future__ import annotations
 
 from requiem import canonical, hashing
 from requiem.canonical import escape_pointer
 from requiem.sandbox import BACKENDS, CAPABILITIES
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
+from requiem.tuples import named_tuple
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
 DEFAULT_TIMEOUT_MS = 5000
@@ -45,7 +50,8 @@ RESULT_DIGEST_FIELDS = (
 )
 
 
-class SandboxPolicy(NamedTuple):
+@named_tuple
+class SandboxPolicy:
     """What the request asks of the sandbox."""
 
     backend: str = "auto"
@@ -55,7 +61,8 @@ class SandboxPolicy(NamedTuple):
     readonly_paths: tuple[str, ...] = ()
 
 
-class Policy(NamedTuple):
+@named_tuple
+class Policy:
     """How a request wants to be run."""
 
     deterministic: bool = True
@@ -68,7 +75,8 @@ class Policy(NamedTuple):
     sandbox: SandboxPolicy = SandboxPolicy()
 
 
-class Request(NamedTuple):
+@named_tuple
+class Request:
     """A validated request, its digest and the document it came from."""
 
     document: dict[str, Any]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable
 
 from requiem import canonical, confinement, contract
 from requiem.cas import Cas
@@ -14,7 +13,9 @@ from requiem.home import Home
 from requiem.runner import Perturbation, Runner
 from requiem.spool import write_record
 
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
+    from typing import Any, Callable
     from requiem.group_commit import GroupCommit
 
 ENGINE_NAMES = ("requiem", "rust", "dual")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any
+
 
 HASH_UNAVAILABLE = "hash_unavailable_blake3"
 PATH_ESCAPE = "path_escape"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
 from requiem import spool
 from requiem.cas import Cas
 from requiem.cas_guard import hold_shared
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any
 
 # Runs wait for the flusher beyond this many records, so memory stays bounded.
 MAX_PENDING = 1024

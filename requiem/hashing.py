@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import IO, Any, Iterable
 
 from requiem.errors import HASH_UNAVAILABLE, RequiemError
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import IO, Any, Iterable
 
 DIGEST_HEX_LENGTH = 64
 # The seeds' vectors; checked once per process before any digest is trusted.

@@ -1,11 +1,15 @@
 """The state directory: where the CAS, the spool, the history and the config live."""
 
+from __future__ import annotations
+
 import os
 from pathlib import Path
-from typing import NamedTuple
+
+from requiem.tuples import named_tuple
 
 
-class Home(NamedTuple):
+@named_tuple
+class Home:
     """One Requiem home directory and the paths inside it."""
 
     root: Path

@@ -1,9 +1,10 @@
 """The runner: one request, start to finish — confine, materialise, spawn, capture, digest."""
 
+from __future__ import annotations
+
 import os
 import stat
 import time
-from typing import Any, Callable, NamedTuple
 
 import requiem
 from requiem import confinement, contract, sandbox
@@ -19,6 +20,11 @@ from requiem.errors import (
     RequiemError,
 )
 from requiem.clock import utc_now_iso
+from requiem.tuples import named_tuple
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 FIXED_PATH = "/usr/local/bin:/usr/bin:/bin"
 DETERMINISTIC_UMASK = 0o022
@@ -28,7 +34,8 @@ _POLL_SECONDS = 0.05
 MAX_WORKSPACE_COPY_BYTES = 64 << 20
 
 
-class Perturbation(NamedTuple):
+@named_tuple
+class Perturbation:
     """How a dual run's secondary differs from the primary (reprotest-style variations)."""
 
     host_env: dict[str, str]

@@ -26,10 +26,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
 
 from requiem import canonical, hashing
 from requiem.clock import utc_now_iso
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any, Iterator, Sequence
 
 RECORD_SCHEMA = 1
 RECORD_KINDS = ("execution", "dual_run", "cas_verify", "cas_gc", "cas_put", "bench")

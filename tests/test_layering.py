@@ -10,9 +10,10 @@ from pathlib import Path
 HEAVY = ("duckdb", "polars", "textual", "pyarrow", "prometheus_client", "zstandard")
 
 
-def loaded_after(code: str) -> list[str]:
-    """Run code in a fresh interpreter; return which HEAVY modules it left in sys.modules."""
-    probe = code + f"\nimport json, sys\nsys.stderr.write(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+def loaded_after(code: str, watched: tuple[str, ...] = HEAVY) -> list[str]:
+    """Run code in a fresh interpreter; return which watched modules it left in sys.modules."""
+    probe = code + (f"\nimport json, sys\nsys.stderr.write(json.dumps([m for m in {watched!r} "
+                    "if m in sys.modules]))\n")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     return json.loads(proc.stderr.strip().splitlines()[-1])
 
@@ -23,6 +24,17 @@ def test_exec_run_imports_nothing_heavy(tmp_path: Path) -> None:
     argv = ["--home", str(tmp_path / "h"), "exec", "run", "--request", str(req), "--out",
             str(tmp_path / "o.json")]
     assert loaded_after(f"from requiem.cli import main\nmain({argv!r})") == []
+
+
+def test_a_plain_exec_run_skips_what_only_other_commands_need(tmp_path: Path) -> None:
+    # Each costs every cold run milliseconds (benchmarks/RESULTS.md, issue 3).
+    req = tmp_path / "r.json"
+    req.write_text(json.dumps({"command": "true", "workspace_root": str(tmp_path),
+                               "policy": {"sandbox": {"backend": "none"}}}))
+    argv = ["--home", str(tmp_path / "h"), "exec", "run", "--request", str(req), "--out",
+            str(tmp_path / "o.json")]
+    extra = ("argparse", "typing", "dataclasses", "requiem.dual", "requiem.sandbox.probe")
+    assert loaded_after(f"from requiem.cli import main\nmain({argv!r})", extra) == []
 
 
 def test_the_core_never_loads_ui_or_dataframes() -> None:

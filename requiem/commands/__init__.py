@@ -7,12 +7,14 @@ so that `requiem health` and `requiem exec run` start fast.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable
 
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
     import argparse
+    from typing import Any, Callable
 
-Handler = Callable[..., tuple[Any, int]]  # called with the argparse.Namespace
+    Handler = Callable[[argparse.Namespace], tuple[Any, int]]
+
 
 # Registration order is the order of `requiem --help`.
 MODULES = ("health", "cas", "gc", "exec", "history", "metrics", "config", "diagnose", "proof",

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from requiem.commands import Handler, home_of, non_negative_int
+from requiem.commands import home_of, non_negative_int
 from requiem.errors import EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:
+    from requiem.commands import Handler
 
 
 def _cas(args: argparse.Namespace) -> Any:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any
 
 from requiem.commands import home_of
 from requiem.errors import EXIT_FAILED, EXIT_OK, INVALID_REQUEST, RequiemError
 
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
+    from typing import Any
     import argparse
 
 

@@ -5,15 +5,11 @@ from __future__ import annotations
 import os
 import threading
 
-from requiem.sandbox.base import (
-    CAPABILITIES,
-    Backend,
-    Child,
-    Exit,
-    LaunchSpec,
-    Rlimits,
-    SandboxReport,
-)
+from requiem.sandbox.base import CAPABILITIES, Exit, LaunchSpec, Rlimits, SandboxReport
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from requiem.sandbox.protocols import Backend
 
 __all__ = [
     "BACKENDS",
@@ -35,7 +31,12 @@ BACKENDS = ("auto", "bwrap", "zygote", "none")
 
 def __getattr__(name: str) -> object:
     # Loaded on first use: the plain backend pulls in subprocess and ctypes, which `requiem
-    # health` never needs, and a run on the plain backend never needs the probe.
+    # health` never needs, a run on the plain backend never needs the probe, and the protocols
+    # need typing, which only checkers and tests do.
+    if name in ("Backend", "Child"):
+        from requiem.sandbox import protocols
+
+        return getattr(protocols, name)
     if name == "NoneBackend":
         from requiem.sandbox.none import NoneBackend
 

@@ -1,6 +1,15 @@
-"""The sandbox seam: what a backend is told (LaunchSpec), reports (SandboxReport) and returns (Child)."""
+"""The sandbox seam's values: what a backend is told (LaunchSpec), reports (SandboxReport), returns (Exit).
 
-from typing import Any, NamedTuple, Protocol
+The Backend and Child protocols are in requiem.sandbox.protocols (typing, for checkers).
+"""
+
+from __future__ import annotations
+
+from requiem.tuples import named_tuple
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any
 
 CAPABILITIES = (
     "workspace_confinement",
@@ -13,8 +22,9 @@ CAPABILITIES = (
 )
 
 
-# NamedTuples, not dataclasses: importing dataclasses costs ~10 ms on every CLI start.
-class SandboxReport(NamedTuple):
+# Named tuples, not dataclasses: importing dataclasses costs ~10 ms on every CLI start.
+@named_tuple
+class SandboxReport:
     """Which capabilities hold for a run (or on this machine), each with the reason for its state."""
 
     enforced: tuple[str, ...] = ()
@@ -58,7 +68,8 @@ class SandboxReport(NamedTuple):
                    tuple(buckets["unsupported"]), reasons, backend, backend_reason)
 
 
-class Rlimits(NamedTuple):
+@named_tuple
+class Rlimits:
     """Resource limits a run asks for; None means "leave as inherited"."""
 
     cpu_seconds: int | None = None
@@ -69,7 +80,8 @@ class Rlimits(NamedTuple):
     processes: int | None = None
 
 
-class LaunchSpec(NamedTuple):
+@named_tuple
+class LaunchSpec:
     """Everything a backend needs to start one command; paths are absolute host paths."""
 
     executable: str
@@ -94,36 +106,10 @@ class LaunchSpec(NamedTuple):
     masked_paths: tuple[str, ...] = ()
 
 
-class Exit(NamedTuple):
+@named_tuple
+class Exit:
     """How a child ended: exit code or signal, plus its resource usage (outside any digest)."""
 
     exit_code: int | None
     signal: int | None
     rusage: dict[str, float]
-
-
-class Child(Protocol):
-    """A started command."""
-
-    pid: int
-
-    def wait(self, timeout_s: float | None) -> Exit | None:
-        """Wait up to timeout_s for the command to end; None if it is still running."""
-
-    def kill_tree(self) -> None:
-        """Kill the command and every process it started, setsid escapees included; reap them."""
-
-
-class Backend(Protocol):
-    """A way of starting commands (bwrap, zygote, none), with the truth about what it enforces."""
-
-    name: str
-
-    def report(self, spec: LaunchSpec) -> SandboxReport:
-        """What a run with this spec gets from this backend on this machine."""
-
-    def spawn(self, spec: LaunchSpec) -> Child:
-        """Start the command; raise OSError when it cannot be started."""
-
-    def close(self) -> None:
-        """Release long-lived helpers (the zygote)."""

@@ -10,12 +10,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from typing import Any
 
 from requiem.sandbox import _layout, _seccomp
 from requiem.sandbox.base import Exit, LaunchSpec, SandboxReport
 from requiem.sandbox.plan import bwrap_plan
 from requiem.sandbox.proc import PidfdChild, become_subreaper, wait_readable
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any
 
 _PRLIMIT = {"CPU": "--cpu", "AS": "--as", "NOFILE": "--nofile", "FSIZE": "--fsize", "CORE": "--core",
             "NPROC": "--nproc"}

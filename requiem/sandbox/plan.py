@@ -1,11 +1,17 @@
 """The plan: which steps a run gets from a backend here, and the report those steps earn (the truth rules)."""
 
+from __future__ import annotations
+
 import os
 import resource
-from typing import Any, NamedTuple
 
 from requiem.sandbox._layout import SCRATCH_DIRS, SYSTEM_DIRS
 from requiem.sandbox.base import LaunchSpec, SandboxReport
+from requiem.tuples import named_tuple
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any
 
 State = tuple[str, str]
 _RLIMITS = (("cpu_seconds", "CPU"), ("address_space_bytes", "AS"), ("open_files", "NOFILE"),
@@ -14,7 +20,8 @@ _VIEW = f"read-only {' '.join(SYSTEM_DIRS)}, writable workspace only, private {'
 _MASKED = "; the Requiem home inside the workspace is hidden"
 
 
-class Plan(NamedTuple):
+@named_tuple
+class Plan:
     """What one run will get: the steps to apply, and the report they earn when every step succeeds."""
 
     report: SandboxReport

@@ -17,11 +17,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from requiem.sandbox.base import LaunchSpec, SandboxReport
 from requiem.sandbox.plan import bwrap_plan, choose, zygote_plan
 from requiem.sandbox.proc import helper_argv
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any
 
 _HERE = Path(__file__).parent
 _CACHE_FILE = "sandbox-probe.json"

@@ -15,12 +15,15 @@ import signal
 import socket
 import subprocess
 import threading
-from typing import Any
 
 from requiem.sandbox import _layout
 from requiem.sandbox.base import Exit, LaunchSpec, SandboxReport
 from requiem.sandbox.plan import Plan, zygote_plan
 from requiem.sandbox.proc import disown, helper_argv, own
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ZygoteChild:
