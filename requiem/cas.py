@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Cas", "CasWriter", "ObjectInfo", "check_digest", "ENCODINGS", "HEADER_SIZE"]
 
+# Objects a group commit may hold unsynced at once (one descriptor each).
+MAX_DEFERRED = 256
 # A temp file whose writer died is garbage; one whose writer lives is a put in progress.
 _STALE_TEMP_SECONDS = 24 * 3600
 
@@ -132,13 +134,13 @@ class Cas:
         if self._deferred is None:
             os.fsync(fd)
             return
-        duplicate = os.dup(fd)
         with self._deferred_lock:
-            if self._deferred is None:
-                os.close(duplicate)
-                os.fsync(fd)
-            else:
-                self._deferred.append(duplicate)
+            # Bounded: each deferred object holds a descriptor until the flusher syncs it, and a
+            # slow disk must not run the process out of descriptors.
+            if self._deferred is not None and len(self._deferred) < MAX_DEFERRED:
+                self._deferred.append(os.dup(fd))
+                return
+        os.fsync(fd)
 
     def writer(self, encoding: str = "identity", level: int = DEFAULT_ZSTD_LEVEL) -> CasWriter:
         """Start writing one object incrementally (bounded memory)."""
@@ -210,8 +212,8 @@ class Cas:
                     return known
             except OSError:
                 pass
-            del self._known[digest]
-        found = self._read_header_quietly(path)
+            self._known.pop(digest, None)  # another --jobs thread may have dropped it already
+        found = self._read_header_quietly(path, sync=True)
         if found is not None:
             self._remember(found)
         return found
@@ -221,13 +223,20 @@ class Cas:
             self._known.clear()  # a bound, not a cache policy: the next put re-reads a header
         self._known[info.digest] = info
 
-    def _read_header_quietly(self, path: Path) -> ObjectInfo | None:
-        """The header of an existing, well-formed object, or None (absent or malformed)."""
+    def _read_header_quietly(self, path: Path, sync: bool = False) -> ObjectInfo | None:
+        """The header of an existing, well-formed object, or None (absent or malformed).
+
+        sync: fsync it too, before the caller names it in a durable record. Another process's
+        group commit may have published it unsynced; an fsync of a clean file costs little.
+        """
         try:
             with open(path, "rb") as handle:
                 raw = handle.read(HEADER_SIZE)
                 size = os.fstat(handle.fileno()).st_size
-            return decode_header(raw, path.name, size)
+                info = decode_header(raw, path.name, size)
+                if sync:
+                    os.fsync(handle.fileno())
+                return info
         except (OSError, ValueError, TypeError):
             return None
 

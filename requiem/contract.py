@@ -274,8 +274,12 @@ def parse_request(document: Any) -> Request:
 
 def is_secret_name(name: str) -> bool:
     """True for environment names whose values must never leave the engine."""
-    folded = name.casefold()
-    return folded.startswith(SECRET_PREFIXES) or folded.endswith(SECRET_SUFFIXES)
+    # Two foldings, so that every spelling a case-insensitive match would take counts: casefold
+    # maps the Kelvin sign to k, upper maps the dotless ı to I (and İ is taken as I).
+    for folded in (name.casefold(), name.upper().replace("\u0130", "I").lower()):
+        if folded.startswith(SECRET_PREFIXES) or folded.endswith(SECRET_SUFFIXES):
+            return True
+    return False
 
 
 REDACTED = "<redacted>"

@@ -24,7 +24,9 @@ class GroupCommit:
     One run costs three fsyncs when it commits alone (its result object, its spool record and
     the spool directory). Here the store publishes objects unsynced, and a flusher thread
     fsyncs them and then appends every waiting record with one fdatasync, while the next run
-    goes on: the durability is the same, off the runs' critical path. From a run's first
+    goes on. A batch hands out results only after the last flush, so every result it returns
+    has a durable record (a batch killed midway loses the queued records of runs whose results
+    it never returned, where single runs would have kept them). From a run's first
     record until the flush that writes it, a shared hold of the GC guard keeps a collector
     away from the objects the record names.
     """

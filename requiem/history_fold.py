@@ -227,7 +227,18 @@ def _careful(con: Any, segment: Segment, found: dict[str, int], outcome: _Outcom
     data = b"".join(_read_all(segment.fd, segment.size))
     lines = data.split(b"\n")
     tail = lines.pop()  # after the last newline: empty, or a line whose writer died
-    labelled = [(f"{segment.name}.line{n}", line) for n, line in enumerate(lines, 1) if line]
+    labelled = []
+    for n, line in enumerate(lines, 1):
+        # Inside a record, JSON escapes every quote, so a line's prefix can only start a line.
+        cut = line.rfind(spool.LINE_PREFIX)
+        if cut > 0:
+            # A writer killed mid-append left a fragment, and the next writer's whole line
+            # followed it on the same line: keep the record, quarantine only the fragment.
+            outcome.bad_lines.append((f"{segment.name}.line{n}.fragment", line[:cut],
+                                      "torn fragment (its writer died mid-append)"))
+            line = line[cut:]
+        if line:
+            labelled.append((f"{segment.name}.line{n}", line))
     if tail:
         outcome.bad_lines.append((f"{segment.name}.line{len(lines) + 1}", tail,
                                   "torn last line (its writer died mid-append)"))

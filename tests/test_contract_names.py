@@ -9,7 +9,9 @@ from requiem.errors import RequiemError
 
 
 @pytest.mark.parametrize("name", ["GITHUB_TOKEN", "db_password", "AWS_SECRET", "API_KEY", "_KEY",
-                                  "AUTHORIZATION", "auth", "Cookie_jar", "GCP_CREDENTIAL"])
+                                  "AUTHORIZATION", "auth", "Cookie_jar", "GCP_CREDENTIAL",
+                                  # spellings a case-insensitive regex took as secret too
+                                  "COOK\u0131E_JAR", "X_CREDENT\u0130AL", "API_\u212aEY"])
 def test_secret_looking_names_are_secrets(name: str) -> None:
     assert is_secret_name(name)
 

@@ -134,6 +134,19 @@ def test_deferred_objects_are_synced_later_and_hold_no_descriptor_after(tmp_path
     assert all(cas.verify_object(d) is None for d in digests)
 
 
+def test_a_slow_disk_cannot_run_a_batch_out_of_descriptors(tmp_path: Path) -> None:
+    from requiem.cas import MAX_DEFERRED
+
+    cas = Cas(tmp_path / "cas")
+    cas.defer_syncs()
+    before = _open_fds()
+    for n in range(MAX_DEFERRED + 50):  # no flusher runs: past the cap, puts sync inline
+        cas.put_bytes(f"object {n}".encode())
+    assert _open_fds() == before + MAX_DEFERRED
+    cas.sync_deferred()
+    assert _open_fds() == before
+
+
 @pytest.mark.parametrize("damage", ["empty", "short"])
 def test_an_object_a_power_cut_left_damaged_is_rewritten_by_the_next_put(
         tmp_path: Path, damage: str) -> None:

@@ -330,6 +330,22 @@ def test_a_writer_killed_mid_append_is_quarantined_and_the_rest_folds(
     assert _count(home, "executions") == (5 if followed else 3) and _pending(home) == 0
 
 
+def test_a_record_appended_right_after_a_killed_writers_fragment_still_folds(
+        cli, home: Path) -> None:
+    # The innocent writer checked the tail before the killed one's partial write landed, so
+    # its whole line follows the fragment on the same line.
+    write_executions(home / "spool", 2)
+    _, torn = spool.encode("execution", execution_payload(998))
+    _, innocent = spool.encode("execution", execution_payload(999))
+    with open(home / "spool" / spool.active_name("execution"), "ab") as segment:
+        segment.write(torn[: len(torn) // 3] + innocent)
+    got = cli("history", "ingest")
+    assert got.returncode == 0, got.stdout
+    assert (got.json["folded"], got.json["quarantined"]) == (3, 1)
+    assert "torn fragment" in got.stderr
+    assert _count(home, "executions") == 3 and _pending(home) == 0
+
+
 def test_a_crash_after_commit_before_unlink_folds_nothing_twice(
         home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import requiem.history as history
