@@ -47,8 +47,11 @@ def test_each_category_is_detected(home: Path, tmp_path: Path, legacy_env: dict[
     assert code == 0, result
     report = result["dual_run"]
     assert report["secondary_engine"] == "rust"
-    assert sorted(report["categories"]) == sorted(EXPECTED[quirk]), report
-    assert report["mismatch"] is bool(EXPECTED[quirk])
+    # On a loaded machine two runs of echo can really differ by more than the timing
+    # threshold: timing_diff is then a true report, so only the timing quirk must show it.
+    noise = set() if quirk == "timing" else {"timing_diff"}
+    assert sorted(set(report["categories"]) - noise) == sorted(EXPECTED[quirk]), report
+    assert report["mismatch"] is bool(report["categories"])
     for category in report["categories"]:
         assert report["severities"][category] in ("critical", "high", "medium")
     if quirk == "stdout":
