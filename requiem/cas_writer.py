@@ -40,8 +40,8 @@ class CasWriter:
             raise RequiemError(INVALID_REQUEST, f"unknown encoding {encoding!r}; use identity or zstd")
         self._cas = cas
         self.encoding = encoding
-        self._path: Path | None = cas._new_temp_path()
-        self._file = open(self._path, "x+b", buffering=0)
+        path, self._file = cas._open_temp()
+        self._path: Path | None = path
         self._file.seek(HEADER_SIZE)
         self._content_hash = hashing.hasher()
         self._stored_hash = hashing.hasher() if encoding == "zstd" else None
@@ -190,10 +190,7 @@ class CasWriter:
             self._file.close()
         if self._path is None:
             return  # published or already removed
-        try:
-            os.unlink(self._path)
-        except FileNotFoundError:
-            pass
+        self._cas._discard_temp(self._path)
         self._path = None
 
     def __enter__(self) -> "CasWriter":

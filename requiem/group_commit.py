@@ -63,10 +63,12 @@ class GroupCommit:
             self._changed.notify_all()
         self._flusher.join()
         self._cas.sync_deferred()
+        self._cas.close()
         if self._error is not None:
             raise self._error
 
     def _flush_loop(self) -> None:
+        self._cas.housekeep()
         while True:
             with self._changed:
                 while not self._pending and not self._closing:
@@ -87,6 +89,7 @@ class GroupCommit:
             with self._changed:
                 if not self._pending:
                     self._release_guard()
+            self._cas.housekeep()
 
     def _release_guard(self) -> None:
         if self._guard is not None:

@@ -47,6 +47,8 @@ def test_a_batch_records_every_run_and_every_refusal(home: Path, tmp_path: Path)
     assert named and all(cas.verify_object(d) is None for d in named)
     assert {r["result_object"] for r in records if r["result_object"]} == {
         r["result_object"] for r in results if r.get("ok")}
+    # Temp files made ahead and captures discarded behind are all gone when the batch ends.
+    assert list((home / "cas" / "v2" / "tmp").iterdir()) == []
 
 
 @pytest.mark.slow
