@@ -208,8 +208,11 @@ def test_refresh_picks_up_runs_made_by_another_process(demo: Path, tmp_path: Pat
 
     async def scenario(pilot: Pilot[None]) -> None:
         before = pilot.app.snapshot.outcomes["total"]
+        # --engine requiem: the demo's config samples 10% of default runs into dual mode,
+        # which would record two executions.
         got = await asyncio.to_thread(run_cli, "exec", "run", "--request", str(request),
-                                      "--out", str(tmp_path / "out.json"), home=home)
+                                      "--out", str(tmp_path / "out.json"), "--engine",
+                                      "requiem", home=home)
         assert got.returncode == 0, got.stderr
         await pilot.press("r")
         await settle(pilot)
