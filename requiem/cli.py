@@ -68,10 +68,23 @@ def _plain_exec_run(argv: list[str]) -> Any:
                            engine=options.get("engine"), handler=cmd_run)
 
 
+def _plain_health(argv: list[str]) -> Any:
+    """The arguments of a plain `[--home H] health` (the handshake scripts poll), or None."""
+    if argv == ["health"] or (len(argv) == 3 and argv[0] == "--home" and argv[2] == "health"
+                              and not argv[1].startswith("-")):
+        from types import SimpleNamespace
+
+        from requiem.commands.health import cmd_health
+
+        return SimpleNamespace(command="health", home=argv[1] if len(argv) == 3 else None,
+                               handler=cmd_health)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `requiem` console script."""
     argv = sys.argv[1:] if argv is None else argv
-    if (args := _plain_exec_run(argv)) is None:
+    if (args := _plain_exec_run(argv) or _plain_health(argv)) is None:
         from requiem.parser import build_parser
 
         args = build_parser(argv).parse_args(argv)
@@ -104,15 +117,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> None:
-    """The `requiem` console script: main(), with a lighter start and end for a plain exec run.
+    """The `requiem` console script: main(), with a lighter start and end for the plain commands.
 
-    A plain `exec run` is one short, bounded run, so it skips what only long processes need:
-    the cyclic GC, whose passes over the freshly imported modules cost ~9M instructions, and
+    A plain `exec run` or `health` is short and bounded, so it skips what only long processes
+    need: the cyclic GC, whose passes over the freshly imported modules cost ~9M instructions, and
     interpreter teardown (~20M), by leaving through os._exit once its output is flushed (the
     run has closed its backends, files and records by then). Everything else exits normally.
     """
     argv = sys.argv[1:]
-    if _plain_exec_run(argv) is None:
+    if _plain_exec_run(argv) is None and _plain_health(argv) is None:
         raise SystemExit(main(argv))
     import gc
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import requiem
 from requiem import hashing
 from requiem.home import Home
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def sandbox_capabilities(home: Home) -> dict[str, Any]:

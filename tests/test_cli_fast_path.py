@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from requiem.cli import _plain_exec_run
+from requiem.cli import _plain_exec_run, _plain_health
 from requiem.parser import build_parser
 
 PLAIN = [
@@ -43,3 +43,18 @@ def test_plain_exec_run_parses_as_argparse_does(argv: list[str]) -> None:
 @pytest.mark.parametrize("argv", ODD, ids=lambda argv: " ".join(argv) or "nothing")
 def test_every_other_shape_is_left_to_argparse(argv: list[str]) -> None:
     assert _plain_exec_run(argv) is None
+
+
+@pytest.mark.parametrize("argv", [["health"], ["--home", "h", "health"]], ids=" ".join)
+def test_plain_health_parses_as_argparse_does(argv: list[str]) -> None:
+    fast = _plain_health(argv)
+    slow = build_parser(argv).parse_args(argv)
+    for name in ("command", "home", "handler"):
+        assert getattr(fast, name) == getattr(slow, name), name
+
+
+@pytest.mark.parametrize("argv", [["health", "--help"], ["health", "extra"], ["--home", "health"],
+                                  ["--home", "-x", "health"], ["health", "--home", "h"]],
+                         ids=" ".join)
+def test_other_health_shapes_are_left_to_argparse(argv: list[str]) -> None:
+    assert _plain_health(argv) is None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
-
 from requiem.commands import home_of
 from requiem.errors import EXIT_FAILED, EXIT_OK
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 
 def cmd_health(args: argparse.Namespace) -> tuple[Any, int]:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from requiem.sandbox.base import LaunchSpec, SandboxReport
 from requiem.sandbox.plan import bwrap_plan, choose, zygote_plan
-from requiem.sandbox.proc import helper_argv
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
@@ -73,6 +72,8 @@ def _which(name: str) -> str | None:
 def _run(tools: dict[str, str | None]) -> dict[str, Any]:
     import ast
     import subprocess
+
+    from requiem.sandbox.proc import helper_argv  # ctypes and subprocess: not for a cache hit
 
     from requiem.sandbox import bwrap
 
