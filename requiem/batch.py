@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from requiem import canonical
 from requiem.engines import Session
@@ -14,6 +15,26 @@ from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 from requiem.home import Home
 
 MAX_JOBS = 64
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends a batch as Ctrl-C does, so the records of the runs that finished are flushed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; a caller's own thread keeps the default
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
@@ -36,13 +57,14 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
 
     work = [line for line in lines if line.strip()]
     try:
-        if jobs == 1:
-            results = [one(line) for line in work]
-        else:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                results = list(pool.map(one, work))
+        with _terminate_as_interrupt():
+            if jobs == 1:
+                results = [one(line) for line in work]
+            else:
+                with ThreadPoolExecutor(max_workers=jobs) as pool:
+                    results = list(pool.map(one, work))
     finally:
-        session.close()
+        session.close()  # flushes the queued records, on an interrupt too
     temp = f"{out_path}.{os.getpid()}.part"
     try:
         with open(temp, "w", encoding="utf-8") as handle:

@@ -25,8 +25,8 @@ class GroupCommit:
     the spool directory). Here the store publishes objects unsynced, and a flusher thread
     fsyncs them and then appends every waiting record with one fdatasync, while the next run
     goes on. A batch hands out results only after the last flush, so every result it returns
-    has a durable record (a batch killed midway loses the queued records of runs whose results
-    it never returned, where single runs would have kept them). From a run's first
+    has a durable record (a batch terminated midway flushes what it queued; one killed with
+    SIGKILL loses the queued records of runs whose results it never returned). From a run's first
     record until the flush that writes it, a shared hold of the GC guard keeps a collector
     away from the objects the record names.
     """
@@ -57,7 +57,7 @@ class GroupCommit:
             self._changed.notify_all()
 
     def close(self) -> None:
-        """Flush what is queued and stop; raises what a flush raised (the records are not durable)."""
+        """Flush what is queued and stop; a failed flush's error is raised here."""
         with self._changed:
             self._closing = True
             self._changed.notify_all()

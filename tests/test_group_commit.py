@@ -76,6 +76,33 @@ def test_a_gc_racing_a_batch_never_deletes_what_its_results_name(home: Path,
     assert [d for d in named if not cas.contains(d) or cas.verify_object(d) is not None] == []
 
 
+@pytest.mark.slow
+def test_a_terminated_batch_still_records_the_runs_it_finished(home: Path, tmp_path: Path) -> None:
+    import signal
+
+    requests = [{"command": "sh", "argv": ["-c", f"echo {n}; sleep 0.1"],
+                 "workspace_root": str(tmp_path), "policy": PLAIN} for n in range(200)]
+    lines = tmp_path / "r.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    out = tmp_path / "o.jsonl"
+    batch = subprocess.Popen(cli_command() + ["--home", str(home), "exec", "batch", "--requests",
+                                              str(lines), "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and spool.pending_count(home / "spool") < 3:
+        time.sleep(0.05)  # a few flushes have happened: the batch is well under way
+    batch.send_signal(signal.SIGTERM)
+    _, stderr = batch.communicate(timeout=60)
+    assert batch.returncode == 130 and "Traceback" not in stderr
+    assert not out.exists()
+    records = spool.pending_records(home / "spool", "execution")
+    cas = Cas(home / "cas")
+    assert 3 <= len(records) < 200
+    assert all(cas.verify_object(r["result_object"]) is None for r in records)
+    assert sorted(int(cas.read_bytes(r["stdout_digest"])) for r in records) == list(
+        range(len(records)))  # every run that finished, in order, none lost
+
+
 def test_a_history_that_cannot_be_written_fails_the_batch_cleanly(home: Path,
                                                                   tmp_path: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
