@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from requiem import spool
+from requiem import hashing, spool
 from requiem.history_schema import KINDS, checked, insert_statements, line_shape, record_type
 
 MAX_RECORD_BYTES = 16 << 20
@@ -229,9 +229,8 @@ def _careful(con: Any, segment: Segment, found: dict[str, int], outcome: _Outcom
     tail = lines.pop()  # after the last newline: empty, or a line whose writer died
     labelled = []
     for n, line in enumerate(lines, 1):
-        # Inside a record, JSON escapes every quote, so a line's prefix can only start a line.
-        cut = line.rfind(spool.LINE_PREFIX)
-        if cut > 0:
+        cut = _whole_record_after_fragment(line)
+        if cut:
             # A writer killed mid-append left a fragment, and the next writer's whole line
             # followed it on the same line: keep the record, quarantine only the fragment.
             outcome.bad_lines.append((f"{segment.name}.line{n}.fragment", line[:cut],
@@ -248,6 +247,29 @@ def _careful(con: Any, segment: Segment, found: dict[str, int], outcome: _Outcom
         return
     good = _classify(con, segment.kind, labelled, outcome.bad_lines)
     _fold_lines(con, segment.kind, good, found)
+
+
+def _whole_record(line: bytes) -> bool:
+    """Whether a line is one whole spool record: its id is BLAKE3 of its record bytes."""
+    parts = spool.split_line(line)
+    return parts is not None and hashing.hash_bytes(parts[1]) == parts[0]
+
+
+def _whole_record_after_fragment(line: bytes) -> int:
+    """Where a whole record starts after a torn fragment on the same line; 0 if it does not.
+
+    The line prefix can also occur inside a record (a nested object whose first key is "id",
+    such as an output named "id"), so a cut is taken only when the line as a whole is not a
+    record and what follows the cut is one.
+    """
+    cut = line.find(spool.LINE_PREFIX, 1)
+    if cut < 0 or _whole_record(line):
+        return 0
+    while cut > 0:
+        if _whole_record(line[cut:]):
+            return cut
+        cut = line.find(spool.LINE_PREFIX, cut + 1)
+    return 0
 
 
 def _read_all(fd: int, size: int) -> list[bytes]:

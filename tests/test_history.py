@@ -346,6 +346,18 @@ def test_a_record_appended_right_after_a_killed_writers_fragment_still_folds(
     assert _count(home, "executions") == 3 and _pending(home) == 0
 
 
+def test_a_whole_record_that_names_an_output_id_is_never_split(cli, home: Path) -> None:
+    # An output called "id" puts {"id":" inside the record: only a torn line may be cut there.
+    spool.write_record(home / "spool", "execution",
+                       execution_payload(1, outputs={"id": "a" * 64}))
+    with open(home / "spool" / spool.active_name("execution"), "ab") as segment:
+        segment.write(b"not a record\n")  # sends the segment down the careful path
+    got = cli("history", "ingest")
+    assert got.returncode == 0, got.stdout
+    assert (got.json["folded"], got.json["quarantined"]) == (1, 1)
+    assert "torn fragment" not in got.stderr
+
+
 def test_a_crash_after_commit_before_unlink_folds_nothing_twice(
         home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import requiem.history as history
