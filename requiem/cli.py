@@ -81,13 +81,23 @@ def _plain_health(argv: list[str]) -> Any:
     return None
 
 
+def _plain(argv: list[str]) -> Any:
+    """The arguments of a plain `exec run` or `health`, parsed without argparse, or None."""
+    return _plain_exec_run(argv) or _plain_health(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `requiem` console script."""
+    """Run one `requiem` command line and return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    if (args := _plain_exec_run(argv) or _plain_health(argv)) is None:
+    if (args := _plain(argv)) is None:
         from requiem.parser import build_parser
 
         args = build_parser(argv).parse_args(argv)
+    return _run(args)
+
+
+def _run(args: Any) -> int:
+    """Run parsed arguments: print the command's one JSON document, return its exit code."""
     if args.command in _ENGINE_COMMANDS and os.environ.get("FORCE_RUST") == "1":
         error = RequiemError(ENGINE_UNAVAILABLE, "FORCE_RUST=1: the Requiem engine is disabled; "
                              "use the Rust engine", exit_code=EXIT_FORCE_RUST, force_rust=True)
@@ -125,12 +135,12 @@ def console_main() -> None:
     run has closed its backends, files and records by then). Everything else exits normally.
     """
     argv = sys.argv[1:]
-    if _plain_exec_run(argv) is None and _plain_health(argv) is None:
+    if (args := _plain(argv)) is None:
         raise SystemExit(main(argv))
     import gc
 
     gc.disable()
-    code = main(argv)
+    code = _run(args)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
