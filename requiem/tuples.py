@@ -1,7 +1,7 @@
 """`named_tuple`: typing.NamedTuple's class syntax without importing typing.
 
 Every cold `requiem exec run` pays for each module it imports, and typing costs ~14M
-instructions (~3 ms here) that the engine otherwise never needs (dataclasses cost more). The
+instructions (callgrind) that the engine otherwise never needs (dataclasses cost more). The
 value types of the core are written as annotated classes and turned into namedtuples by this
 decorator: fields in annotation order, class-level values as defaults, methods kept.
 """
