@@ -9,18 +9,17 @@ from __future__ import annotations
 import fcntl
 import os
 from contextlib import contextmanager
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
     from typing import Iterator
 
 
-def _lock(path: Path, mode: int) -> int:
+def _lock(path: str, mode: int) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except FileNotFoundError:  # a new store: its root is made on first use
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, mode)
@@ -37,10 +36,9 @@ def write_guard(cas_root: str | os.PathLike[str]) -> Iterator[None]:
     Shared among writers; a collecting GC waits for holders to finish and keeps new ones out
     (the gate stops a stream of writers from starving it). Costs two flocks when no GC runs.
     """
-    root = Path(cas_root)
-    gate = _lock(root / "gc.gate", fcntl.LOCK_SH)
+    gate = _lock(os.path.join(cas_root, "gc.gate"), fcntl.LOCK_SH)
     try:
-        guard = _lock(root / "gc.lock", fcntl.LOCK_SH)
+        guard = _lock(os.path.join(cas_root, "gc.lock"), fcntl.LOCK_SH)
     finally:
         os.close(gate)
     try:
@@ -56,16 +54,15 @@ def hold_shared(cas_root: str | os.PathLike[str]) -> int:
     queueing at the gate would deadlock with it. A group commit uses this to keep its runs'
     objects guarded until their records are durable, after each run's own guard is gone.
     """
-    return _lock(Path(cas_root) / "gc.lock", fcntl.LOCK_SH)
+    return _lock(os.path.join(cas_root, "gc.lock"), fcntl.LOCK_SH)
 
 
 @contextmanager
 def exclusive_guard(cas_root: str | os.PathLike[str]) -> Iterator[None]:
     """Held by an executing GC: waits for writers to finish and keeps new ones out."""
-    root = Path(cas_root)
-    gate = _lock(root / "gc.gate", fcntl.LOCK_EX)
+    gate = _lock(os.path.join(cas_root, "gc.gate"), fcntl.LOCK_EX)
     try:
-        guard = _lock(root / "gc.lock", fcntl.LOCK_EX)
+        guard = _lock(os.path.join(cas_root, "gc.lock"), fcntl.LOCK_EX)
         try:
             yield
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from contextlib import ExitStack
 
 import requiem
 from requiem import confinement, contract, sandbox
@@ -24,7 +25,7 @@ from requiem.tuples import named_tuple
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from typing import Any, Callable, Mapping
 
 FIXED_PATH = "/usr/local/bin:/usr/bin:/bin"
 DETERMINISTIC_UMASK = 0o022
@@ -50,6 +51,15 @@ class Perturbation:
         return cls(host_env=host)
 
 
+@named_tuple
+class Outcome:
+    """How a command ended: why, its exit code (128+N for signal N), and the wait status."""
+
+    termination_reason: str
+    exit_code: int | None
+    exit_info: Any
+
+
 class Trace:
     """The run's trace events: {seq, t_ns, type, data}, data free of pids and clock readings."""
 
@@ -62,7 +72,7 @@ class Trace:
                             "type": type_, "data": data})
 
 
-def build_env(request: Request, workspace: str, host_env: dict[str, str]) -> dict[str, str]:
+def build_env(request: Request, workspace: str, host_env: Mapping[str, str]) -> dict[str, str]:
     """The child's environment: from the policy, then the request; secrets always stripped."""
     policy = request.policy
     if policy.deterministic:
@@ -205,20 +215,34 @@ class Runner:
         concurrent GC (the caller records the run there). moved_to runs it in a copy of the
         workspace at another path, absolute request paths following the move.
         """
+        return self.launch(request, perturbation, on_result, moved_to)()
+
+    def launch(self, request: Request, perturbation: Perturbation | None = None,
+               on_result: Callable[[dict[str, Any]], None] | None = None,
+               moved_to: str | None = None) -> Callable[[], dict[str, Any]]:
+        """Run the command now; return the call that completes its result (see run).
+
+        Everything that touches the workspace happens before this returns: the command, and
+        the capture of its outputs. The returned call only digests the captured streams, stores
+        objects and calls on_result, so a batch makes it on another thread while the next
+        command runs. Either may raise a RequiemError refusal.
+        """
         workspace = confinement.workspace_root(request.workspace_root)
         move = _mover(workspace, moved_to)
         start_ns = time.monotonic_ns()
         start_ts = utc_now_iso()
         trace = Trace(start_ns)
         trace.add("request", request_digest=request.request_digest)
-        return self._run_in(request, moved_to or workspace, perturbation, trace, start_ns,
-                            start_ts, on_result, move)
+        return self._launch_in(request, moved_to or workspace, perturbation, trace, start_ns,
+                               start_ts, on_result, move)
 
-    def _run_in(self, request: Request, workspace: str, perturbation: Perturbation | None,
-                trace: Trace, start_ns: int, start_ts: str,
-                on_result: Callable[[dict[str, Any]], None] | None,
-                move: Callable[[str], str]) -> dict[str, Any]:
-        cwd = confinement.inside(workspace, move(request.cwd or "."), "/cwd")
+    def _launch_in(self, request: Request, workspace: str, perturbation: Perturbation | None,
+                   trace: Trace, start_ns: int, start_ts: str,
+                   on_result: Callable[[dict[str, Any]], None] | None,
+                   move: Callable[[str], str]) -> Callable[[], dict[str, Any]]:
+        cwd_path = move(request.cwd or ".")
+        # The workspace is resolved already: its own "." needs no second walk through realpath.
+        cwd = workspace if cwd_path == "." else confinement.inside(workspace, cwd_path, "/cwd")
         if not os.path.isdir(cwd):
             raise RequiemError(SPAWN_FAILED, f"/cwd: not a directory: {request.cwd}")
         output_paths = {p: move(p) for p in request.outputs}
@@ -227,7 +251,7 @@ class Runner:
         self._materialise_inputs(request, workspace, move)
         if request.inputs:
             trace.add("inputs", input_digests=dict(sorted(request.inputs.items())))
-        host_env = perturbation.host_env if perturbation else dict(os.environ)
+        host_env = perturbation.host_env if perturbation else os.environ
         env = build_env(request, workspace, host_env)
         if perturbation and perturbation.reverse_env_order:
             env = dict(reversed(list(env.items())))
@@ -237,6 +261,7 @@ class Runner:
         masked = self._masked_paths(workspace, backend.name)
         stdout = self.cas.writer()
         stderr = self.cas.writer()
+        handed_over = False
         try:
             spec = sandbox.LaunchSpec(
                 executable=executable,
@@ -258,15 +283,40 @@ class Runner:
                 report, list(dict.fromkeys((*request.policy.sandbox.require, *self.required))))
             trace.add("spawn", command=request.command, argc=len(request.argv) + 1)
             outcome = self._spawn_and_wait(backend, spec, request, stdout, stderr)
-            with write_guard(self.cas.root):
-                result = self._finish(request, workspace, output_paths, trace, start_ns,
-                                      start_ts, report, outcome, stdout, stderr, env)
-                if on_result is not None:
-                    on_result(result)
-            return result
+            trace.add("exit", exit_code=outcome.exit_code,
+                      termination_reason=outcome.termination_reason)
+            # From the first object stored until the record is spooled, on the finishing call.
+            guard = ExitStack()
+            guard.enter_context(write_guard(self.cas.root))
+            try:
+                output_digests = {}
+                for path, where in sorted(output_paths.items()):
+                    output_digests[path] = self._collect_output(workspace, path, where, trace)
+                if output_digests:
+                    trace.add("outputs", output_digests=output_digests)
+            except BaseException:
+                guard.close()
+                raise
+            ended = (utc_now_iso(), time.monotonic_ns())
+            handed_over = True
         finally:
-            stdout.abort()
-            stderr.abort()
+            if not handed_over:
+                stdout.abort()
+                stderr.abort()
+
+        def finish() -> dict[str, Any]:
+            try:
+                with guard:
+                    result = self._finish(request, output_digests, trace, start_ns, start_ts,
+                                          ended, report, outcome, stdout, stderr, env)
+                    if on_result is not None:
+                        on_result(result)
+                return result
+            finally:
+                stdout.abort()
+                stderr.abort()
+
+        return finish
 
     def _masked_paths(self, workspace: str, backend: str) -> tuple[str, ...]:
         """The protected paths inside this workspace; refuses workspaces a sandbox cannot keep."""
@@ -305,7 +355,7 @@ class Runner:
             self.cas.get_to_file(digest, target)
 
     def _spawn_and_wait(self, backend: sandbox.Backend, spec: sandbox.LaunchSpec,
-                        request: Request, stdout: CasWriter, stderr: CasWriter) -> dict[str, Any]:
+                        request: Request, stdout: CasWriter, stderr: CasWriter) -> Outcome:
         try:
             child = backend.spawn(spec)
         except OSError as exc:
@@ -331,22 +381,21 @@ class Runner:
             child.kill_tree()
         if exit_info is None:
             exit_info = child.wait(None)
-        return {"reason": reason, "exit": exit_info}
-
-    def _finish(self, request: Request, workspace: str, output_paths: dict[str, str],
-                trace: Trace, start_ns: int, start_ts: str, report: sandbox.SandboxReport,
-                outcome: dict[str, Any], stdout: CasWriter, stderr: CasWriter,
-                env: dict[str, str]) -> dict[str, Any]:
-        exit_info = outcome["exit"]
-        reason = outcome["reason"]
         exit_code = None
         if reason == "exited":
             # A death by signal N is exit code 128+N, the shell's convention: bwrap can only report
             # it that way, so every backend does, and the digest cannot depend on the backend.
             exit_code = exit_info.exit_code if exit_info.signal is None else 128 + exit_info.signal
-        error_code = {"timeout": TIMEOUT, "output_limit": QUOTA_EXCEEDED}.get(reason)
-        trace.add("exit", exit_code=exit_code, termination_reason=reason)
+        return Outcome(reason, exit_code, exit_info)
 
+    def _finish(self, request: Request, output_digests: dict[str, str | None], trace: Trace,
+                start_ns: int, start_ts: str, ended: tuple[str, int],
+                report: sandbox.SandboxReport, outcome: Outcome, stdout: CasWriter,
+                stderr: CasWriter, env: dict[str, str]) -> dict[str, Any]:
+        exit_info = outcome.exit_info
+        reason = outcome.termination_reason
+        exit_code = outcome.exit_code
+        error_code = {"timeout": TIMEOUT, "output_limit": QUOTA_EXCEEDED}.get(reason)
         streams = {}
         for name, writer in (("stdout", stdout), ("stderr", stderr)):
             size = writer.written_size()
@@ -361,12 +410,6 @@ class Runner:
                 "truncated": size > request.max_output_bytes,
                 "bytes": size,
             }
-
-        output_digests: dict[str, str | None] = {}
-        for path, where in sorted(output_paths.items()):
-            output_digests[path] = self._collect_output(workspace, path, where, trace)
-        if output_digests:
-            trace.add("outputs", output_digests=output_digests)
 
         ok = reason == "exited" and exit_code == 0
         result: dict[str, Any] = {
@@ -405,8 +448,8 @@ class Runner:
             "resource_usage": exit_info.rusage,
             "signal": exit_info.signal,
             "start_timestamp": start_ts,
-            "end_timestamp": utc_now_iso(),
-            "duration_ms": round((time.monotonic_ns() - start_ns) / 1e6, 3),
+            "end_timestamp": ended[0],
+            "duration_ms": round((ended[1] - start_ns) / 1e6, 3),
             "engine": "requiem",
             "engine_version": requiem.ENGINE_VERSION,
             "contract_version": requiem.CONTRACT_VERSION,
