@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from requiem import canonical
 from requiem.engines import Session
@@ -16,7 +15,6 @@ from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 from requiem.home import Home
 
 MAX_JOBS = 64
-MAX_BEHIND = 64
 
 
 @contextmanager
@@ -39,10 +37,6 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _done(value: dict[str, Any]) -> Callable[[], dict[str, Any]]:
-    return lambda: value
-
-
 def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
               engine: str | None = None) -> dict[str, Any]:
     """Run every line of a JSONL file; write results in input order; summarise."""
@@ -53,38 +47,22 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
     except OSError as exc:
         raise RequiemError(INVALID_REQUEST, f"cannot read {requests_path}: {exc.strerror}") from None
     session = Session(home, group_commit=True)
-    # Runs whose commands are done but whose results are still being finished: each holds two
-    # capture files open, so the launches wait beyond this many.
-    in_flight = threading.BoundedSemaphore(MAX_BEHIND)
 
-    def launch(line: bytes) -> Future[dict[str, Any]]:
-        in_flight.acquire()
+    def one(line: bytes) -> dict[str, Any]:
         try:
-            try:
-                document = canonical.loads(line)
-            except RequiemError as exc:
-                finish = _done(session.refuse(exc, engine))
-            else:
-                finish = session.start(document, engine)
-            future = behind.submit(finish)
-        except BaseException:
-            in_flight.release()
-            raise
-        future.add_done_callback(lambda _: in_flight.release())
-        return future
+            document = canonical.loads(line)
+        except RequiemError as exc:
+            return session.refuse(exc, engine)
+        return session.execute(document, engine)
 
     work = [line for line in lines if line.strip()]
     try:
         with _terminate_as_interrupt():
-            # Commands run in order (or N at a time), each result finished by one thread behind
-            # them while the next command runs: ends a batch early with every started run finished.
-            with ThreadPoolExecutor(1, thread_name_prefix="requiem-finish") as behind:
-                if jobs == 1:
-                    futures = [launch(line) for line in work]
-                else:
-                    with ThreadPoolExecutor(max_workers=jobs) as pool:
-                        futures = list(pool.map(launch, work))
-            results = [future.result() for future in futures]
+            if jobs == 1:
+                results = [one(line) for line in work]
+            else:
+                with ThreadPoolExecutor(max_workers=jobs) as pool:
+                    results = list(pool.map(one, work))
     finally:
         session.close()  # flushes the queued records, on an interrupt too
     temp = f"{out_path}.{os.getpid()}.part"

@@ -35,11 +35,6 @@ class RequiemEngine:
             moved_to: str | None = None) -> dict[str, Any]:
         return self._runner.run(request, self._perturbation, on_result, moved_to)
 
-    def launch(self, request: Request,
-               on_result: Callable[[dict[str, Any]], None] | None = None
-               ) -> Callable[[], dict[str, Any]]:
-        return self._runner.launch(request, self._perturbation, on_result)
-
     def close(self) -> None:
         self._runner.close()
 
@@ -163,49 +158,28 @@ class Session:
 
     def execute(self, document: Any, engine: str | None = None) -> dict[str, Any]:
         """Validate and run one request document; return the result or the error document."""
-        return self.start(document, engine)()
-
-    def start(self, document: Any, engine: str | None = None) -> Callable[[], dict[str, Any]]:
-        """Validate and run one request document now; return the call that completes its result.
-
-        A native run's command and outputs are done on return; the call digests and records it
-        (see Runner.launch). Any other run is complete on return.
-        """
         try:
             request = contract.parse_request(document)
         except RequiemError as exc:
             self._record_refusal(document, None, exc, engine or "requiem")
-            return _done(exc.to_json())
+            return exc.to_json()
         try:
             chosen = self.choose(engine)
         except RequiemError as exc:
-            return _done(exc.to_json())
+            return exc.to_json()
         if chosen == "dual":
-            return _done(self._dual(request))
-        if chosen == "requiem":
-            try:
-                finish = self._native.launch(
-                    request, lambda r: self._record_execution(request, r, chosen, dual_run=False))
-            except RequiemError as exc:
-                self._record_refusal(document, request, exc, chosen)
-                return _done(exc.to_json())
-
-            def complete() -> dict[str, Any]:
-                try:
-                    return finish()
-                except RequiemError as exc:
-                    self._record_refusal(document, request, exc, chosen)
-                    return exc.to_json()
-
-            return complete
+            return self._dual(request)
         try:
+            if chosen == "requiem":
+                return self._native.run(
+                    request, lambda r: self._record_execution(request, r, chosen, dual_run=False))
             result = self._legacy().run(request)
         except RequiemError as exc:
             self._record_refusal(document, request, exc, chosen)
-            return _done(exc.to_json())
+            return exc.to_json()
         with write_guard(self.cas.root):
             self._record_execution(request, result, chosen, dual_run=False)
-        return _done(result)
+        return result
 
     def _dual(self, request: Request) -> dict[str, Any]:
         try:
@@ -352,10 +326,6 @@ class Session:
             "dual_run": engine == "dual",
             "queue_full": False,
         })
-
-
-def _done(value: dict[str, Any]) -> Callable[[], dict[str, Any]]:
-    return lambda: value
 
 
 def _caps_only(applied: Any) -> dict[str, Any] | None:

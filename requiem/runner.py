@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 import time
-from contextlib import ExitStack
 
 import requiem
 from requiem import confinement, contract, sandbox
@@ -49,15 +48,6 @@ class Perturbation:
         host = dict(os.environ)
         host.update({"TZ": "Pacific/Kiritimati", "LANG": "fr_FR.UTF-8", "LC_ALL": "fr_FR.UTF-8"})
         return cls(host_env=host)
-
-
-@named_tuple
-class Outcome:
-    """How a command ended: why, its exit code (128+N for signal N), and the wait status."""
-
-    termination_reason: str
-    exit_code: int | None
-    exit_info: Any
 
 
 class Trace:
@@ -215,31 +205,19 @@ class Runner:
         concurrent GC (the caller records the run there). moved_to runs it in a copy of the
         workspace at another path, absolute request paths following the move.
         """
-        return self.launch(request, perturbation, on_result, moved_to)()
-
-    def launch(self, request: Request, perturbation: Perturbation | None = None,
-               on_result: Callable[[dict[str, Any]], None] | None = None,
-               moved_to: str | None = None) -> Callable[[], dict[str, Any]]:
-        """Run the command now; return the call that completes its result (see run).
-
-        Everything that touches the workspace happens before this returns: the command, and
-        the capture of its outputs. The returned call only digests the captured streams, stores
-        objects and calls on_result, so a batch makes it on another thread while the next
-        command runs. Either may raise a RequiemError refusal.
-        """
         workspace = confinement.workspace_root(request.workspace_root)
         move = _mover(workspace, moved_to)
         start_ns = time.monotonic_ns()
         start_ts = utc_now_iso()
         trace = Trace(start_ns)
         trace.add("request", request_digest=request.request_digest)
-        return self._launch_in(request, moved_to or workspace, perturbation, trace, start_ns,
-                               start_ts, on_result, move)
+        return self._run_in(request, moved_to or workspace, perturbation, trace, start_ns,
+                            start_ts, on_result, move)
 
-    def _launch_in(self, request: Request, workspace: str, perturbation: Perturbation | None,
-                   trace: Trace, start_ns: int, start_ts: str,
-                   on_result: Callable[[dict[str, Any]], None] | None,
-                   move: Callable[[str], str]) -> Callable[[], dict[str, Any]]:
+    def _run_in(self, request: Request, workspace: str, perturbation: Perturbation | None,
+                trace: Trace, start_ns: int, start_ts: str,
+                on_result: Callable[[dict[str, Any]], None] | None,
+                move: Callable[[str], str]) -> dict[str, Any]:
         cwd_path = move(request.cwd or ".")
         # The workspace is resolved already: its own "." needs no second walk through realpath.
         cwd = workspace if cwd_path == "." else confinement.inside(workspace, cwd_path, "/cwd")
@@ -261,7 +239,6 @@ class Runner:
         masked = self._masked_paths(workspace, backend.name)
         stdout = self.cas.writer()
         stderr = self.cas.writer()
-        handed_over = False
         try:
             spec = sandbox.LaunchSpec(
                 executable=executable,
@@ -283,40 +260,15 @@ class Runner:
                 report, list(dict.fromkeys((*request.policy.sandbox.require, *self.required))))
             trace.add("spawn", command=request.command, argc=len(request.argv) + 1)
             outcome = self._spawn_and_wait(backend, spec, request, stdout, stderr)
-            trace.add("exit", exit_code=outcome.exit_code,
-                      termination_reason=outcome.termination_reason)
-            # From the first object stored until the record is spooled, on the finishing call.
-            guard = ExitStack()
-            guard.enter_context(write_guard(self.cas.root))
-            try:
-                output_digests = {}
-                for path, where in sorted(output_paths.items()):
-                    output_digests[path] = self._collect_output(workspace, path, where, trace)
-                if output_digests:
-                    trace.add("outputs", output_digests=output_digests)
-            except BaseException:
-                guard.close()
-                raise
-            ended = (utc_now_iso(), time.monotonic_ns())
-            handed_over = True
+            with write_guard(self.cas.root):
+                result = self._finish(request, workspace, output_paths, trace, start_ns,
+                                      start_ts, report, outcome, stdout, stderr, env)
+                if on_result is not None:
+                    on_result(result)
+            return result
         finally:
-            if not handed_over:
-                stdout.abort()
-                stderr.abort()
-
-        def finish() -> dict[str, Any]:
-            try:
-                with guard:
-                    result = self._finish(request, output_digests, trace, start_ns, start_ts,
-                                          ended, report, outcome, stdout, stderr, env)
-                    if on_result is not None:
-                        on_result(result)
-                return result
-            finally:
-                stdout.abort()
-                stderr.abort()
-
-        return finish
+            stdout.abort()
+            stderr.abort()
 
     def _masked_paths(self, workspace: str, backend: str) -> tuple[str, ...]:
         """The protected paths inside this workspace; refuses workspaces a sandbox cannot keep."""
@@ -355,7 +307,7 @@ class Runner:
             self.cas.get_to_file(digest, target)
 
     def _spawn_and_wait(self, backend: sandbox.Backend, spec: sandbox.LaunchSpec,
-                        request: Request, stdout: CasWriter, stderr: CasWriter) -> Outcome:
+                        request: Request, stdout: CasWriter, stderr: CasWriter) -> dict[str, Any]:
         try:
             child = backend.spawn(spec)
         except OSError as exc:
@@ -381,21 +333,22 @@ class Runner:
             child.kill_tree()
         if exit_info is None:
             exit_info = child.wait(None)
+        return {"reason": reason, "exit": exit_info}
+
+    def _finish(self, request: Request, workspace: str, output_paths: dict[str, str],
+                trace: Trace, start_ns: int, start_ts: str, report: sandbox.SandboxReport,
+                outcome: dict[str, Any], stdout: CasWriter, stderr: CasWriter,
+                env: dict[str, str]) -> dict[str, Any]:
+        exit_info = outcome["exit"]
+        reason = outcome["reason"]
         exit_code = None
         if reason == "exited":
             # A death by signal N is exit code 128+N, the shell's convention: bwrap can only report
             # it that way, so every backend does, and the digest cannot depend on the backend.
             exit_code = exit_info.exit_code if exit_info.signal is None else 128 + exit_info.signal
-        return Outcome(reason, exit_code, exit_info)
-
-    def _finish(self, request: Request, output_digests: dict[str, str | None], trace: Trace,
-                start_ns: int, start_ts: str, ended: tuple[str, int],
-                report: sandbox.SandboxReport, outcome: Outcome, stdout: CasWriter,
-                stderr: CasWriter, env: dict[str, str]) -> dict[str, Any]:
-        exit_info = outcome.exit_info
-        reason = outcome.termination_reason
-        exit_code = outcome.exit_code
         error_code = {"timeout": TIMEOUT, "output_limit": QUOTA_EXCEEDED}.get(reason)
+        trace.add("exit", exit_code=exit_code, termination_reason=reason)
+
         streams = {}
         for name, writer in (("stdout", stdout), ("stderr", stderr)):
             size = writer.written_size()
@@ -410,6 +363,12 @@ class Runner:
                 "truncated": size > request.max_output_bytes,
                 "bytes": size,
             }
+
+        output_digests: dict[str, str | None] = {}
+        for path, where in sorted(output_paths.items()):
+            output_digests[path] = self._collect_output(workspace, path, where, trace)
+        if output_digests:
+            trace.add("outputs", output_digests=output_digests)
 
         ok = reason == "exited" and exit_code == 0
         result: dict[str, Any] = {
@@ -448,8 +407,8 @@ class Runner:
             "resource_usage": exit_info.rusage,
             "signal": exit_info.signal,
             "start_timestamp": start_ts,
-            "end_timestamp": ended[0],
-            "duration_ms": round((ended[1] - start_ns) / 1e6, 3),
+            "end_timestamp": utc_now_iso(),
+            "duration_ms": round((time.monotonic_ns() - start_ns) / 1e6, 3),
             "engine": "requiem",
             "engine_version": requiem.ENGINE_VERSION,
             "contract_version": requiem.CONTRACT_VERSION,

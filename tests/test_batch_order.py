@@ -1,4 +1,4 @@
-"""`exec batch` finishes each result behind the next command, and keeps the commands in order."""
+"""`exec batch` runs its commands in order, each result the one a single run would give."""
 
 from __future__ import annotations
 
