@@ -135,7 +135,7 @@ class Cas:
         now = time.time()
         for entry in entries:
             pid_text = entry.name.split(".", 1)[0]
-            alive = pid_text.isdigit() and _pid_alive(int(pid_text))
+            alive = pid_text.isdigit() and pid_alive(int(pid_text))
             try:
                 old = now - entry.stat().st_mtime > _STALE_TEMP_SECONDS
             except FileNotFoundError:
@@ -499,7 +499,8 @@ class Cas:
         }
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -1,7 +1,8 @@
 """CAS garbage collection: delete objects nothing references, and never one that is live.
 
 Roots are every digest the history references (its `referenced_digests` view, after folding the
-spool) plus pins (<home>/pins/<digest>). An object is a candidate only if it is unreferenced,
+spool), pins (<home>/pins/<digest>) and the leases of runs in progress (their inputs, which no
+record names yet: requiem.cas_lease). An object is a candidate only if it is unreferenced,
 unpinned and was created at least `grace` before the GC started, so nothing written after the
 start is ever touched. Writers that store objects and then spool the record naming them do both
 inside `write_guard`; `--execute` deletes only while holding the guard exclusively, after a last
@@ -20,6 +21,7 @@ from typing import Any
 from requiem import spool
 from requiem.cas import Cas, ObjectInfo, check_digest
 from requiem.cas_guard import exclusive_guard, write_guard
+from requiem.cas_lease import leased_digests
 from requiem.errors import INVALID_REQUEST, RequiemError
 
 DEFAULT_GRACE = "1h"
@@ -116,20 +118,25 @@ def collect(home: Any, execute: bool = False, grace: str = DEFAULT_GRACE,
 
         ingest(home)
         with exclusive_guard(home.cas_root):
-            candidates, spared = _candidates(home, old)
+            candidates, spared, leased = _candidates(home, old)
             deleted = [i for i in candidates if cas.remove(i.digest)]
     else:
-        candidates, spared = _candidates(home, old)
+        candidates, spared, leased = _candidates(home, old)
         deleted = []
-    return _report(home, execute, grace, grace_s, started, readable, unreadable, old,
-                   candidates, spared, deleted, limit)
+    report = _report(home, execute, grace, grace_s, started, readable, unreadable, old,
+                     candidates, spared, deleted, limit)
+    # Counted among "pinned" in the record too: runs in progress use them (requiem.cas_lease).
+    report["leased"] = leased
+    return report
 
 
-def _candidates(home: Any, old: list[ObjectInfo]) -> tuple[list[ObjectInfo], int]:
+def _candidates(home: Any, old: list[ObjectInfo]) -> tuple[list[ObjectInfo], int, int]:
+    """(candidates, how many unreferenced objects pins or leases spare, how many leases do)."""
     unreferenced = _unreferenced(home, old)
-    pinned = pins(home)
-    candidates = [i for i in old if i.digest in unreferenced and i.digest not in pinned]
-    return candidates, len(unreferenced) - len(candidates)
+    leased = leased_digests(home.cas_root) & unreferenced
+    spared = pins(home) | leased
+    candidates = [i for i in old if i.digest in unreferenced and i.digest not in spared]
+    return candidates, len(unreferenced) - len(candidates), len(leased)
 
 
 def _report(home: Any, execute: bool, grace: str, grace_s: float, started: float,

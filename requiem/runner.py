@@ -10,6 +10,7 @@ import requiem
 from requiem import confinement, contract, sandbox
 from requiem.cas import Cas, CasWriter
 from requiem.cas_guard import write_guard
+from requiem.cas_lease import lease
 from requiem.contract import Request
 from requiem.errors import (
     INVALID_REQUEST,
@@ -211,8 +212,10 @@ class Runner:
         start_ts = utc_now_iso()
         trace = Trace(start_ns)
         trace.add("request", request_digest=request.request_digest)
-        return self._run_in(request, moved_to or workspace, perturbation, trace, start_ns,
-                            start_ts, on_result, move)
+        # From copying the inputs out until the record names them, a GC must spare them.
+        with lease(self.cas.root, request.inputs.values()):
+            return self._run_in(request, moved_to or workspace, perturbation, trace, start_ns,
+                                start_ts, on_result, move)
 
     def _run_in(self, request: Request, workspace: str, perturbation: Perturbation | None,
                 trace: Trace, start_ns: int, start_ts: str,

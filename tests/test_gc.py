@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from requiem.history import open_history
 from requiem.home import Home
 from tests.conftest import cli_command
 from tests.history_fixtures import dual_run_payload, execution_payload
+from tests.test_exec import PLAIN
 
 ROOT_FIELDS = ("request_object", "result_object", "stdout", "stderr", "output", "input",
                "primary", "secondary")
@@ -159,3 +161,46 @@ def test_gc_racing_writers_never_deletes_a_live_object(home: Path, tmp_path: Pat
     missing = [d for d in live if not cas.contains(d) or cas.verify_object(d) is not None]
     assert missing == []
     assert not any(cas.contains(d) for d in orphans)
+
+
+def test_a_run_in_progress_keeps_its_unreferenced_inputs(cli, home: Path, tmp_path: Path) -> None:
+    cas = Cas(home / "cas")
+    data = cas.put_bytes(b"an input nothing references yet\n").digest
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({
+        "command": "sh", "argv": ["-c", "touch started; sleep 2; cat in.txt"],
+        "inputs": {"in.txt": data}, "workspace_root": str(ws), "policy": PLAIN}))
+    run = subprocess.Popen(cli_command() + ["--home", str(home), "exec", "run", "--request",
+                                            str(request), "--out", str(tmp_path / "out.json")],
+                           stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (ws / "started").exists():
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.02)
+        got = cli("cas", "gc", "--execute", "--grace", "0s").json
+        assert got["leased"] == 1 and cas.contains(data)
+    finally:
+        assert run.wait(timeout=60) == 0
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["stdout"] == "an input nothing references yet\n"
+    assert list((home / "cas" / "leases").iterdir()) == []
+    # Its record names it now; the run's end did not make it a candidate.
+    assert cli("cas", "gc", "--execute", "--grace", "0s").json["leased"] == 0
+    assert cas.contains(data)
+
+
+def test_a_lease_left_by_a_dead_process_spares_nothing(cli, home: Path) -> None:
+    cas = Cas(home / "cas")
+    orphan = cas.put_bytes(b"leased by a process that died\n").digest
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leases = home / "cas" / "leases"
+    leases.mkdir(parents=True)
+    (leases / f"{dead.pid}.0123456789abcdef").write_text(orphan + "\n")
+    time.sleep(0.01)
+    got = cli("cas", "gc", "--execute", "--grace", "0s").json
+    assert got["leased"] == 0 and got["deleted"] == 1 and not cas.contains(orphan)
+    assert list(leases.iterdir()) == []
