@@ -173,13 +173,14 @@ def main() -> None:
         counts = ingest(Home.resolve(str(home_dir)))
         fold = time.perf_counter() - start
         assert counts["folded"] == args.records, counts
+        size = (home_dir / "history.duckdb").stat().st_size
         same_table = arrow_anchor_same_table(home_dir, scratch)
         four = arrow_anchor_four_columns(scratch)
         body = canonical.stable_dumps({"kind": "execution", **execution_payload(0)})
         floor = filesystem_floor(scratch, body)
         rate = args.records / fold
         row(f"fold {args.records} spool records (ingest, incl. delete)",
-            f"{rate / 1e3:.0f}k records/s ({fold:.1f} s)",
+            f"{rate / 1e3:.0f}k records/s ({fold:.1f} s; history {size / 1e6:.0f} MB)",
             f"{same_table / 1e3:.0f}k rows/s (DuckDB Arrow insert of the same table); "
             f"{four / 1e3:.0f}k rows/s (4-column Arrow insert); "
             f"{floor / 1e3:.0f}k files/s (bare open+read+close+unlink: the old one-file-per-record "

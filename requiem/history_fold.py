@@ -116,6 +116,10 @@ def fold_some(con: Any, spool_dir: Path, counts: dict[str, int], limit: int | No
             taken.append(segment)
             size += segment.size
     legacy = spool.legacy_names(spool_dir)[:LEGACY_BATCH]
+    # Folded rows need no order among themselves (every reader sorts by recorded_at, record_id),
+    # and DuckDB inserts in parallel a little faster without keeping it (2-5 % of a 1M fold).
+    # A global setting: set back before the caller's queries, outside any transaction.
+    con.execute("SET preserve_insertion_order = false")
     try:
         _fold_segments(con, spool_dir, taken, counts)
         if legacy:
@@ -123,6 +127,7 @@ def fold_some(con: Any, spool_dir: Path, counts: dict[str, int], limit: int | No
             _in_transaction(con, lambda: _fold_legacy(con, spool_dir, legacy, counts, outcome))
             _settle(spool_dir, outcome, counts)
     finally:
+        con.execute("RESET preserve_insertion_order")
         for segment in taken:
             os.close(segment.fd)
     return bool(taken or legacy)
