@@ -167,8 +167,9 @@ UNION ALL SELECT unnest([primary_result_digest, secondary_result_digest, primary
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "executions, dual runs, CAS verify/GC/put events, bench runs", (
         *(_table_ddl(table, columns) for table, _, columns in KINDS.values()),
-        "CREATE TABLE dual_run_mismatches (record_id VARCHAR NOT NULL, recorded_at TIMESTAMP "
-        "NOT NULL, request_id VARCHAR, category VARCHAR NOT NULL, severity VARCHAR)",
+        _table_ddl("dual_run_mismatches", (("request_id", "VARCHAR", ""),
+                                           ("category", "VARCHAR NOT NULL", ""),
+                                           ("severity", "VARCHAR", ""))),
         _REFERENCED_DIGESTS,
     )),
     # A column's compression is fixed when its table is created: rebuild executions.
