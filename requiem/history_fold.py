@@ -192,7 +192,7 @@ def _insert(con: Any, kind: str, source: str) -> int:
     staged = len(insert_statements(kind, source)) > 1
     if staged:  # each statement reads its source again: parse once into a temp table
         con.execute(f"CREATE OR REPLACE TEMP TABLE fold_staged AS {source}")
-        source = "fold_staged"
+        source = "SELECT * FROM fold_staged"
     inserted = 0
     for statement in insert_statements(kind, source):
         inserted = con.execute(statement).fetchall()[0][0]  # the last fills the kind's table
