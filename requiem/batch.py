@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from requiem import canonical
-from requiem.engines import Session
+from requiem.engines import Session, Ticket
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 from requiem.home import Home
 
@@ -37,6 +37,26 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _in_order(session: Session, lines: list[bytes], engine: str | None) -> list[dict[str, Any]]:
+    """One request at a time, each run's bookkeeping done while the next one's command runs."""
+    tickets: list[Ticket] = []
+    try:
+        for line in lines:
+            behind = tickets[-1] if tickets else None
+            try:
+                document = canonical.loads(line)
+            except RequiemError as exc:
+                if behind is not None:
+                    behind.result()  # its GC guard goes before the refusal's record takes one
+                tickets.append(Ticket.ready(session.refuse(exc, engine)))
+                continue
+            tickets.append(session.submit(document, engine, behind=behind))
+    finally:
+        if tickets:
+            tickets[-1].result()  # the last run finished: its record is kept, on an interrupt too
+    return [ticket.result() for ticket in tickets]
+
+
 def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
               engine: str | None = None) -> dict[str, Any]:
     """Run every line of a JSONL file; write results in input order; summarise."""
@@ -47,20 +67,19 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
     except OSError as exc:
         raise RequiemError(INVALID_REQUEST, f"cannot read {requests_path}: {exc.strerror}") from None
     session = Session(home, group_commit=True)
-
-    def one(line: bytes) -> dict[str, Any]:
-        try:
-            document = canonical.loads(line)
-        except RequiemError as exc:
-            return session.refuse(exc, engine)
-        return session.execute(document, engine)
-
     work = [line for line in lines if line.strip()]
     try:
         with _terminate_as_interrupt():
             if jobs == 1:
-                results = [one(line) for line in work]
+                results = _in_order(session, work, engine)
             else:
+                def one(line: bytes) -> dict[str, Any]:
+                    try:
+                        document = canonical.loads(line)
+                    except RequiemError as exc:
+                        return session.refuse(exc, engine)
+                    return session.execute(document, engine)
+
                 with ThreadPoolExecutor(max_workers=jobs) as pool:
                     results = list(pool.map(one, work))
     finally:

@@ -152,6 +152,11 @@ class CasWriter:
                 digest = self._precomputed_digest
             else:
                 digest = self._content_hash.hexdigest()
+            final = self._cas.object_path(digest)
+            existing = self._cas._existing(digest, final)
+            if existing is not None:
+                self._recycle()
+                return existing
             stored_hash = self._stored_hash.hexdigest() if self._stored_hash else digest
             info = ObjectInfo(
                 digest=digest,
@@ -161,11 +166,6 @@ class CasWriter:
                 stored_blob_hash=stored_hash,
                 created_at=utc_now_iso(),
             )
-            final = self._cas.object_path(digest)
-            existing = self._cas._existing(digest, final)
-            if existing is not None:
-                self.abort()
-                return existing
             self._file.seek(0)
             self._file.write(encode_header(info))
             self._cas._sync_object(self._file.fileno())
@@ -182,6 +182,15 @@ class CasWriter:
         except BaseException:
             self.abort()
             raise
+
+    def _recycle(self) -> None:
+        """Give the unneeded temp file back to the store for reuse, else discard it."""
+        if not self._closed and self._path is not None and self._cas._recycle_temp(self._path,
+                                                                                   self._file):
+            self._closed = True
+            self._path = None
+            return
+        self.abort()
 
     def abort(self) -> None:
         """Discard the temp file; safe to call more than once."""

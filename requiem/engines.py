@@ -17,6 +17,7 @@ TYPE_CHECKING = False  # typing is for checkers only: importing it costs every c
 if TYPE_CHECKING:
     from typing import Any, Callable
     from requiem.group_commit import GroupCommit
+    from requiem.runner import Launch
 
 ENGINE_NAMES = ("requiem", "rust", "dual")
 
@@ -34,6 +35,10 @@ class RequiemEngine:
             on_result: Callable[[dict[str, Any]], None] | None = None,
             moved_to: str | None = None) -> dict[str, Any]:
         return self._runner.run(request, self._perturbation, on_result, moved_to)
+
+    def start(self, request: Request) -> Launch:
+        """Start the request's command; the caller collects, finishes and closes the launch."""
+        return self._runner.start(request, self._perturbation)
 
     def close(self) -> None:
         self._runner.close()
@@ -82,6 +87,27 @@ class ExternalEngine:
 
     def close(self) -> None:
         pass
+
+
+class Ticket:
+    """A submitted run's result: ready, or computed when first asked for (once)."""
+
+    def __init__(self, settle: Callable[[], dict[str, Any]]) -> None:
+        self._settle: Callable[[], dict[str, Any]] | None = settle
+        self._result: dict[str, Any] | None = None
+
+    @classmethod
+    def ready(cls, result: dict[str, Any]) -> "Ticket":
+        ticket = cls(lambda: result)
+        ticket.result()
+        return ticket
+
+    def result(self) -> dict[str, Any]:
+        if self._settle is not None:
+            settle, self._settle = self._settle, None
+            self._result = settle()
+        assert self._result is not None
+        return self._result
 
 
 class Session:
@@ -158,27 +184,74 @@ class Session:
 
     def execute(self, document: Any, engine: str | None = None) -> dict[str, Any]:
         """Validate and run one request document; return the result or the error document."""
+        return self.submit(document, engine).result()
+
+    def submit(self, document: Any, engine: str | None = None,
+               behind: Ticket | None = None) -> Ticket:
+        """Start one request; its ticket gives the result. `behind` is settled meanwhile.
+
+        A batch passes the previous run's ticket: that run's bookkeeping (streams, digests,
+        record) is done while this run's command runs. The run behind holds the GC guard until
+        it is settled, so it is settled first wherever this run would take the guard itself.
+        """
+        def settle_behind() -> None:
+            if behind is not None:
+                behind.result()
+
         try:
             request = contract.parse_request(document)
         except RequiemError as exc:
+            settle_behind()
             self._record_refusal(document, None, exc, engine or "requiem")
-            return exc.to_json()
+            return Ticket.ready(exc.to_json())
         try:
             chosen = self.choose(engine)
         except RequiemError as exc:
-            return exc.to_json()
-        if chosen == "dual":
-            return self._dual(request)
+            settle_behind()
+            return Ticket.ready(exc.to_json())
+        if chosen != "requiem":
+            settle_behind()
+            return Ticket.ready(self._dual(request) if chosen == "dual"
+                                else self._run_legacy(request, document))
+        if request.inputs:
+            settle_behind()  # this run's lease is written under the guard
         try:
-            if chosen == "requiem":
-                return self._native.run(
-                    request, lambda r: self._record_execution(request, r, chosen, dual_run=False))
+            launch = self._native.start(request)
+        except RequiemError as exc:
+            settle_behind()
+            self._record_refusal(document, request, exc, chosen)
+            return Ticket.ready(exc.to_json())
+        try:
+            settle_behind()
+            launch.collect()
+        except RequiemError as exc:
+            launch.close()
+            self._record_refusal(document, request, exc, chosen)
+            return Ticket.ready(exc.to_json())
+        except BaseException:
+            launch.close()
+            raise
+        return Ticket(lambda: self._finish_native(launch, request, document))
+
+    def _finish_native(self, launch: Launch, request: Request, document: Any) -> dict[str, Any]:
+        try:
+            return launch.finish(
+                lambda r: self._record_execution(request, r, "requiem", dual_run=False))
+        except RequiemError as exc:
+            launch.close()  # lets go of the guard the refusal's record takes again
+            self._record_refusal(document, request, exc, "requiem")
+            return exc.to_json()
+        finally:
+            launch.close()
+
+    def _run_legacy(self, request: Request, document: Any) -> dict[str, Any]:
+        try:
             result = self._legacy().run(request)
         except RequiemError as exc:
-            self._record_refusal(document, request, exc, chosen)
+            self._record_refusal(document, request, exc, "rust")
             return exc.to_json()
         with write_guard(self.cas.root):
-            self._record_execution(request, result, chosen, dual_run=False)
+            self._record_execution(request, result, "rust", dual_run=False)
         return result
 
     def _dual(self, request: Request) -> dict[str, Any]:

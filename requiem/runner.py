@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from contextlib import ExitStack
 
 import requiem
 from requiem import confinement, contract, sandbox
@@ -206,74 +207,25 @@ class Runner:
         concurrent GC (the caller records the run there). moved_to runs it in a copy of the
         workspace at another path, absolute request paths following the move.
         """
-        workspace = confinement.workspace_root(request.workspace_root)
-        move = _mover(workspace, moved_to)
-        start_ns = time.monotonic_ns()
-        start_ts = utc_now_iso()
-        trace = Trace(start_ns)
-        trace.add("request", request_digest=request.request_digest)
-        # From copying the inputs out until the record names them, a GC must spare them.
-        with lease(self.cas.root, request.inputs.values()):
-            return self._run_in(request, moved_to or workspace, perturbation, trace, start_ns,
-                                start_ts, on_result, move)
-
-    def _run_in(self, request: Request, workspace: str, perturbation: Perturbation | None,
-                trace: Trace, start_ns: int, start_ts: str,
-                on_result: Callable[[dict[str, Any]], None] | None,
-                move: Callable[[str], str]) -> dict[str, Any]:
-        cwd_path = move(request.cwd or ".")
-        # The workspace is resolved already: its own "." needs no second walk through realpath.
-        cwd = workspace if cwd_path == "." else confinement.inside(workspace, cwd_path, "/cwd")
-        if not os.path.isdir(cwd):
-            raise RequiemError(SPAWN_FAILED, f"/cwd: not a directory: {request.cwd}")
-        output_paths = {p: move(p) for p in request.outputs}
-        for path, where in output_paths.items():
-            confinement.inside(workspace, where, f"/outputs/{path}")
-        self._materialise_inputs(request, workspace, move)
-        if request.inputs:
-            trace.add("inputs", input_digests=dict(sorted(request.inputs.items())))
-        host_env = perturbation.host_env if perturbation else os.environ
-        env = build_env(request, workspace, host_env)
-        if perturbation and perturbation.reverse_env_order:
-            env = dict(reversed(list(env.items())))
-        executable = resolve_command(request.command, cwd)
-        deterministic = request.policy.deterministic
-        backend = self.backend(request.policy.sandbox.backend)
-        masked = self._masked_paths(workspace, backend.name)
-        stdout = self.cas.writer()
-        stderr = self.cas.writer()
+        launch = self.start(request, perturbation, moved_to)
         try:
-            spec = sandbox.LaunchSpec(
-                executable=executable,
-                argv=[request.command, *request.argv],
-                env=env,
-                cwd=cwd,
-                workspace=workspace,
-                stdout_fd=stdout.fileno(),
-                stderr_fd=stderr.fileno(),
-                umask=DETERMINISTIC_UMASK if deterministic or not perturbation else perturbation.umask,
-                hostname="requiem" if deterministic or not perturbation else perturbation.hostname,
-                allow_network=request.policy.network,
-                rlimits=sandbox.Rlimits(**request.policy.sandbox.rlimits),
-                readonly_paths=request.policy.sandbox.readonly_paths,
-                masked_paths=masked,
-            )
-            report = backend.report(spec)
-            sandbox.check_required(
-                report, list(dict.fromkeys((*request.policy.sandbox.require, *self.required))))
-            trace.add("spawn", command=request.command, argc=len(request.argv) + 1)
-            outcome = self._spawn_and_wait(backend, spec, request, stdout, stderr)
-            with write_guard(self.cas.root):
-                result = self._finish(request, workspace, output_paths, trace, start_ns,
-                                      start_ts, report, outcome, stdout, stderr, env)
-                if on_result is not None:
-                    on_result(result)
-            return result
+            launch.collect()
+            return launch.finish(on_result)
         finally:
-            stdout.abort()
-            stderr.abort()
+            launch.close()
 
-    def _masked_paths(self, workspace: str, backend: str) -> tuple[str, ...]:
+    def start(self, request: Request, perturbation: Perturbation | None = None,
+              moved_to: str | None = None) -> Launch:
+        """Prepare the workspace and start the command; the caller collects, finishes, closes."""
+        launch = Launch(self, request, perturbation, moved_to)
+        try:
+            launch.spawn()
+        except BaseException:
+            launch.close()
+            raise
+        return launch
+
+    def masked_paths(self, workspace: str, backend: str) -> tuple[str, ...]:
         """The protected paths inside this workspace; refuses workspaces a sandbox cannot keep."""
         if backend == "none":
             return ()  # nothing is enforced, and the report says so
@@ -296,32 +248,111 @@ class Runner:
                 masked.append(path)
         return tuple(masked)
 
-    def _materialise_inputs(self, request: Request, workspace: str,
-                            move: Callable[[str], str]) -> None:
-        for path, digest in sorted(request.inputs.items()):
+
+class Launch:
+    """One request in flight: spawned, then collected (workspace quiet), then finished.
+
+    A batch finishes one run while the next one's command runs: everything after collect()
+    touches only the run's own captures and the CAS, never the workspace.
+    """
+
+    def __init__(self, runner: Runner, request: Request, perturbation: Perturbation | None,
+                 moved_to: str | None) -> None:
+        self.runner = runner
+        self.request = request
+        self._perturbation = perturbation
+        self._moved_to = moved_to
+        # The lease on the inputs and the GC guard: held until the run's record is queued.
+        self._held = ExitStack()
+        self._stdout: CasWriter | None = None
+        self._stderr: CasWriter | None = None
+        self._child: sandbox.Child | None = None
+        self._outcome: dict[str, Any] = {}
+        self._output_digests: dict[str, str | None] = {}
+
+    def spawn(self) -> None:
+        """Confine, materialise the inputs, build the environment and start the command."""
+        request = self.request
+        runner = self.runner
+        workspace = confinement.workspace_root(request.workspace_root)
+        move = _mover(workspace, self._moved_to)
+        self.start_ns = time.monotonic_ns()
+        self.start_ts = utc_now_iso()
+        trace = self.trace = Trace(self.start_ns)
+        trace.add("request", request_digest=request.request_digest)
+        # From copying the inputs out until the record names them, a GC must spare them.
+        self._held.enter_context(lease(runner.cas.root, request.inputs.values()))
+        workspace = self.workspace = self._moved_to or workspace
+        cwd_path = move(request.cwd or ".")
+        # The workspace is resolved already: its own "." needs no second walk through realpath.
+        cwd = workspace if cwd_path == "." else confinement.inside(workspace, cwd_path, "/cwd")
+        if not os.path.isdir(cwd):
+            raise RequiemError(SPAWN_FAILED, f"/cwd: not a directory: {request.cwd}")
+        self._output_paths = {p: move(p) for p in request.outputs}
+        for path, where in self._output_paths.items():
+            confinement.inside(workspace, where, f"/outputs/{path}")
+        self._materialise_inputs(workspace, move)
+        if request.inputs:
+            trace.add("inputs", input_digests=dict(sorted(request.inputs.items())))
+        perturbation = self._perturbation
+        host_env = perturbation.host_env if perturbation else os.environ
+        env = self.env = build_env(request, workspace, host_env)
+        if perturbation and perturbation.reverse_env_order:
+            env = dict(reversed(list(env.items())))
+        executable = resolve_command(request.command, cwd)
+        deterministic = request.policy.deterministic
+        backend = runner.backend(request.policy.sandbox.backend)
+        masked = runner.masked_paths(workspace, backend.name)
+        stdout = self._stdout = runner.cas.writer()
+        stderr = self._stderr = runner.cas.writer()
+        spec = sandbox.LaunchSpec(
+            executable=executable,
+            argv=[request.command, *request.argv],
+            env=env,
+            cwd=cwd,
+            workspace=workspace,
+            stdout_fd=stdout.fileno(),
+            stderr_fd=stderr.fileno(),
+            umask=DETERMINISTIC_UMASK if deterministic or not perturbation else perturbation.umask,
+            hostname="requiem" if deterministic or not perturbation else perturbation.hostname,
+            allow_network=request.policy.network,
+            rlimits=sandbox.Rlimits(**request.policy.sandbox.rlimits),
+            readonly_paths=request.policy.sandbox.readonly_paths,
+            masked_paths=masked,
+        )
+        self.report = backend.report(spec)
+        sandbox.check_required(
+            self.report, list(dict.fromkeys((*request.policy.sandbox.require, *runner.required))))
+        trace.add("spawn", command=request.command, argc=len(request.argv) + 1)
+        try:
+            self._child = backend.spawn(spec)
+        except OSError as exc:
+            raise RequiemError(SPAWN_FAILED, f"cannot start {request.command!r}: {exc.strerror}",
+                               errno=exc.errno) from None
+        self._deadline = time.monotonic() + request.timeout_ms / 1000
+
+    def _materialise_inputs(self, workspace: str, move: Callable[[str], str]) -> None:
+        cas = self.runner.cas
+        for path, digest in sorted(self.request.inputs.items()):
             pointer = f"/inputs/{path}"
             target = confinement.inside(workspace, move(path), pointer)
-            if not self.cas.contains(digest):
+            if not cas.contains(digest):
                 raise RequiemError(MISSING_INPUT, f"{pointer}: {digest} is not in the CAS",
                                    pointer=pointer, digest=digest)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             # Directories made above may not change where the target resolves; check again.
             target = confinement.inside(workspace, move(path), pointer)
-            self.cas.get_to_file(digest, target)
+            cas.get_to_file(digest, target)
 
-    def _spawn_and_wait(self, backend: sandbox.Backend, spec: sandbox.LaunchSpec,
-                        request: Request, stdout: CasWriter, stderr: CasWriter) -> dict[str, Any]:
-        try:
-            child = backend.spawn(spec)
-        except OSError as exc:
-            raise RequiemError(SPAWN_FAILED, f"cannot start {request.command!r}: {exc.strerror}",
-                               errno=exc.errno) from None
-        deadline = time.monotonic() + request.timeout_ms / 1000
+    def collect(self) -> None:
+        """Wait for the command (to its timeout or output limit), kill its tree, store outputs."""
+        assert self._child is not None and self._stdout is not None and self._stderr is not None
+        child, stdout, stderr, request = self._child, self._stdout, self._stderr, self.request
         reason = "exited"
         exit_info = None
         try:
             while True:
-                remaining = deadline - time.monotonic()
+                remaining = self._deadline - time.monotonic()
                 if remaining <= 0:
                     reason = "timeout"
                     break
@@ -336,24 +367,46 @@ class Runner:
             child.kill_tree()
         if exit_info is None:
             exit_info = child.wait(None)
-        return {"reason": reason, "exit": exit_info}
-
-    def _finish(self, request: Request, workspace: str, output_paths: dict[str, str],
-                trace: Trace, start_ns: int, start_ts: str, report: sandbox.SandboxReport,
-                outcome: dict[str, Any], stdout: CasWriter, stderr: CasWriter,
-                env: dict[str, str]) -> dict[str, Any]:
-        exit_info = outcome["exit"]
-        reason = outcome["reason"]
+        self._outcome = {"reason": reason, "exit": exit_info}
+        # From the first object stored until the record names it, a GC must wait.
+        self._held.enter_context(write_guard(self.runner.cas.root))
         exit_code = None
         if reason == "exited":
             # A death by signal N is exit code 128+N, the shell's convention: bwrap can only report
             # it that way, so every backend does, and the digest cannot depend on the backend.
             exit_code = exit_info.exit_code if exit_info.signal is None else 128 + exit_info.signal
-        error_code = {"timeout": TIMEOUT, "output_limit": QUOTA_EXCEEDED}.get(reason)
-        trace.add("exit", exit_code=exit_code, termination_reason=reason)
+        self._outcome["exit_code"] = exit_code
+        self.trace.add("exit", exit_code=exit_code, termination_reason=reason)
+        for path, where in sorted(self._output_paths.items()):
+            self._output_digests[path] = self._collect_output(path, where)
+        if self._output_digests:
+            self.trace.add("outputs", output_digests=self._output_digests)
 
+    def _collect_output(self, path: str, where: str) -> str | None:
+        try:
+            # The command may have replaced the output with a symlink out of the workspace.
+            real = confinement.inside(self.workspace, where, f"/outputs/{path}")
+        except RequiemError:
+            self.trace.add("output_rejected", path=path, reason="path_escape")
+            return None
+        try:
+            mode = os.lstat(real).st_mode
+        except FileNotFoundError:
+            self.trace.add("output_missing", path=path)
+            return None
+        if not stat.S_ISREG(mode):
+            self.trace.add("output_rejected", path=path, reason="not a regular file")
+            return None
+        return self.runner.cas.put_file(real).digest
+
+    def finish(self, on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Store the captured streams and build the result; on_result records it."""
+        request, report, trace = self.request, self.report, self.trace
+        reason, exit_info, exit_code = (self._outcome["reason"], self._outcome["exit"],
+                                        self._outcome["exit_code"])
         streams = {}
-        for name, writer in (("stdout", stdout), ("stderr", stderr)):
+        for name, writer in (("stdout", self._stdout), ("stderr", self._stderr)):
+            assert writer is not None
             size = writer.written_size()
             inline = writer.read_prefix(request.max_output_bytes)
             writer.adopt_written(limit=request.output_limit_bytes)
@@ -366,18 +419,11 @@ class Runner:
                 "truncated": size > request.max_output_bytes,
                 "bytes": size,
             }
-
-        output_digests: dict[str, str | None] = {}
-        for path, where in sorted(output_paths.items()):
-            output_digests[path] = self._collect_output(workspace, path, where, trace)
-        if output_digests:
-            trace.add("outputs", output_digests=output_digests)
-
         ok = reason == "exited" and exit_code == 0
         result: dict[str, Any] = {
             "ok": ok,
             "exit_code": exit_code,
-            "error_code": error_code,
+            "error_code": {"timeout": TIMEOUT, "output_limit": QUOTA_EXCEEDED}.get(reason),
             "termination_reason": reason,
             "stdout": streams["stdout"]["text"],
             "stderr": streams["stderr"]["text"],
@@ -389,7 +435,7 @@ class Runner:
             "stderr_bytes": streams["stderr"]["bytes"],
             "stdout_digest": streams["stdout"]["digest"],
             "stderr_digest": streams["stderr"]["digest"],
-            "output_digests": output_digests,
+            "output_digests": self._output_digests,
             "trace_events": trace.events,
             "trace_digest": contract.trace_digest_of(trace.events),
             "request_digest": request.request_digest,
@@ -403,36 +449,32 @@ class Runner:
                 "time_mode": request.policy.time_mode,
                 "network": request.policy.network,
                 "sandbox_backend": report.backend,
-                "env_keys": sorted(env),
+                "env_keys": sorted(self.env),
             },
             "sandbox_applied": report.to_json(),
             "determinism_confidence": determinism_confidence(request, report),
             "resource_usage": exit_info.rusage,
             "signal": exit_info.signal,
-            "start_timestamp": start_ts,
+            "start_timestamp": self.start_ts,
             "end_timestamp": utc_now_iso(),
-            "duration_ms": round((time.monotonic_ns() - start_ns) / 1e6, 3),
+            "duration_ms": round((time.monotonic_ns() - self.start_ns) / 1e6, 3),
             "engine": "requiem",
             "engine_version": requiem.ENGINE_VERSION,
             "contract_version": requiem.CONTRACT_VERSION,
         })
         if request.warnings:
             result["warnings"] = list(request.warnings)
+        if on_result is not None:
+            on_result(result)
         return result
 
-    def _collect_output(self, workspace: str, path: str, where: str, trace: Trace) -> str | None:
+    def close(self) -> None:
+        """Release everything the run holds: a live command, its captures, guard and lease."""
         try:
-            # The command may have replaced the output with a symlink out of the workspace.
-            real = confinement.inside(workspace, where, f"/outputs/{path}")
-        except RequiemError:
-            trace.add("output_rejected", path=path, reason="path_escape")
-            return None
-        try:
-            mode = os.lstat(real).st_mode
-        except FileNotFoundError:
-            trace.add("output_missing", path=path)
-            return None
-        if not stat.S_ISREG(mode):
-            trace.add("output_rejected", path=path, reason="not a regular file")
-            return None
-        return self.cas.put_file(real).digest
+            if self._child is not None and not self._outcome:
+                self._child.kill_tree()
+        finally:
+            for writer in (self._stdout, self._stderr):
+                if writer is not None:
+                    writer.abort()
+            self._held.close()

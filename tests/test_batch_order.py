@@ -59,3 +59,55 @@ def test_a_batch_result_is_the_single_run_result(home: Path, tmp_path: Path) -> 
     assert {r["result_digest"] for r in batch} == {alone["result_digest"]}
     assert all(r["exit_code"] == 3 and r["stderr"] == "err\n" for r in batch)
 
+
+
+def test_captures_reusing_spare_files_hold_only_their_own_bytes(home: Path,
+                                                                 tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    # A long capture stored once, then found again (its file goes back to the spares), then
+    # short and empty captures that may be written into those emptied files.
+    texts = ["a long line of captured text\n" * 40] * 3 + ["x", "", "y\n", "x"] * 5
+    results = _run_batch(home, tmp_path, [
+        {"command": "printf", "argv": ["%s", text], "workspace_root": str(ws), "policy": PLAIN}
+        for text in texts])
+    for text, result in zip(texts, results):
+        assert result["stdout"] == text
+        assert result["stdout_digest"] == blake3.blake3(text.encode()).hexdigest()
+    verify = run_cli("cas", "verify", "--all", home=home)
+    assert verify.returncode == 0 and verify.json["ok"] is True, verify.stdout
+    for result in results[:4]:
+        got = run_cli("cas", "get", "--digest", result["stdout_digest"], "--out",
+                      str(tmp_path / "got"), home=home)
+        assert got.returncode == 0 and (tmp_path / "got").read_text() == result["stdout"]
+
+
+def test_refusals_and_leased_runs_between_runs_keep_order_and_records(home: Path,
+                                                                      tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    source = tmp_path / "in.txt"
+    source.write_text("input bytes\n")
+    put = run_cli("cas", "put", "--in", str(source), home=home)
+    assert put.returncode == 0, put.stdout
+    lines = [json.dumps({"command": "echo", "argv": ["one"], "workspace_root": str(ws),
+                         "policy": PLAIN}),
+             "{not json",
+             json.dumps({"command": "cat", "argv": ["in.txt"], "workspace_root": str(ws),
+                         "inputs": {"in.txt": put.json["digest"]}, "policy": PLAIN}),
+             json.dumps({"command": "no-such-command-here", "workspace_root": str(ws),
+                         "policy": PLAIN}),
+             json.dumps({"command": "echo", "argv": ["five"], "workspace_root": str(ws),
+                         "policy": PLAIN})]
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    got = run_cli("exec", "batch", "--requests", str(tmp_path / "r.jsonl"), "--out",
+                  str(tmp_path / "o.jsonl"), home=home)
+    assert got.returncode == 1 and got.json["failed"] == 2, got.stdout
+    results = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert results[0]["stdout"] == "one\n" and results[2]["stdout"] == "input bytes\n"
+    assert results[4]["stdout"] == "five\n"
+    assert results[1]["error"]["code"] == "json_parse_error"
+    assert results[3]["error"]["code"] == "spawn_failed"
+    ingest = run_cli("history", "ingest", home=home)
+    # One record per line (two of them refusals), and the put's.
+    assert ingest.returncode == 0 and ingest.json["folded"] == 6, ingest.stdout
