@@ -48,7 +48,7 @@ class Cas:
         self.objects_dir = self.base / "objects"
         self.tmp_dir = self.base / "tmp"
         self._objects_prefix = f"{self.objects_dir}/"
-        self._made_dirs: set[Path] = set()
+        self._made_dirs: set[str | Path] = set()
         # None: every put fsyncs before it publishes. A list: a group commit is on, and holds
         # duplicated descriptors of objects published unsynced until sync_deferred().
         self._deferred: list[int] | None = None
@@ -66,14 +66,17 @@ class Cas:
 
     def object_path(self, digest: str) -> Path:
         """Where an object lives (the digest is validated first: no filesystem access before)."""
-        check_digest(digest)
-        # One string, parsed once: joining four Path parts costs three Path objects per put.
-        return Path(f"{self._objects_prefix}{digest[:2]}/{digest[2:4]}/{digest}")
+        return Path(self._object_file(digest))
 
-    def _ensure_parent(self, path: Path) -> None:
-        parent = path.parent
+    def _object_file(self, digest: str) -> str:
+        """object_path as a string, for the put path (a Path costs more than the stat it feeds)."""
+        check_digest(digest)
+        return f"{self._objects_prefix}{digest[:2]}/{digest[2:4]}/{digest}"
+
+    def _ensure_parent(self, path: str) -> None:
+        parent = os.path.dirname(path)
         if parent not in self._made_dirs:
-            parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(parent, exist_ok=True)
             self._made_dirs.add(parent)
 
     def _new_temp_path(self) -> Path:
@@ -216,7 +219,7 @@ class Cas:
                   level: int = DEFAULT_ZSTD_LEVEL) -> ObjectInfo:
         """Store a buffer; an object already present is returned as is."""
         digest = hashing.hash_bytes(data)
-        final = self.object_path(digest)
+        final = self._object_file(digest)
         existing = self._existing(digest, final)
         if existing is not None:
             return existing
@@ -272,7 +275,7 @@ class Cas:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def _existing(self, digest: str, path: Path) -> ObjectInfo | None:
+    def _existing(self, digest: str, path: str) -> ObjectInfo | None:
         """The object already stored under digest, if it is there and well formed."""
         known = self._known.get(digest)
         if known is not None:
@@ -282,7 +285,7 @@ class Cas:
             except OSError:
                 pass
             self._known.pop(digest, None)  # another --jobs thread may have dropped it already
-        found = self._read_header_quietly(path, sync=True)
+        found = self._read_header_quietly(path, digest, sync=True)
         if found is not None:
             self._remember(found)
         return found
@@ -292,7 +295,8 @@ class Cas:
             self._known.clear()  # a bound, not a cache policy: the next put re-reads a header
         self._known[info.digest] = info
 
-    def _read_header_quietly(self, path: Path, sync: bool = False) -> ObjectInfo | None:
+    def _read_header_quietly(self, path: str | Path, digest: str,
+                             sync: bool = False) -> ObjectInfo | None:
         """The header of an existing, well-formed object, or None (absent or malformed).
 
         sync: fsync it too, before the caller names it in a durable record. Another process's
@@ -302,7 +306,7 @@ class Cas:
             with open(path, "rb") as handle:
                 raw = handle.read(HEADER_SIZE)
                 size = os.fstat(handle.fileno()).st_size
-                info = decode_header(raw, path.name, size)
+                info = decode_header(raw, digest, size)
                 if sync:
                     os.fsync(handle.fileno())
                 return info

@@ -152,7 +152,7 @@ class CasWriter:
                 digest = self._precomputed_digest
             else:
                 digest = self._content_hash.hexdigest()
-            final = self._cas.object_path(digest)
+            final = self._cas._object_file(digest)
             existing = self._cas._existing(digest, final)
             if existing is not None:
                 self._recycle()

@@ -272,8 +272,21 @@ def parse_request(document: Any) -> Request:
     )
 
 
+# Names already judged: a batch asks about the same few environment names for every run.
+_secret_verdicts: dict[str, bool] = {}
+
+
 def is_secret_name(name: str) -> bool:
     """True for environment names whose values must never leave the engine."""
+    verdict = _secret_verdicts.get(name)
+    if verdict is None:
+        verdict = _judge_secret_name(name)
+        if len(_secret_verdicts) < 4096:
+            _secret_verdicts[name] = verdict
+    return verdict
+
+
+def _judge_secret_name(name: str) -> bool:
     # Two foldings, so that every spelling a case-insensitive match would take counts: casefold
     # maps the Kelvin sign to k, upper maps the dotless ı to I (and İ is taken as I).
     for folded in (name.casefold(), name.upper().replace("\u0130", "I").lower()):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every start
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 from requiem.errors import EXIT_USAGE, INVALID_REQUEST, RequiemError
 

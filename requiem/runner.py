@@ -91,12 +91,17 @@ def resolve_command(command: str, cwd: str) -> str:
     else:
         candidates = [os.path.join(d, command) for d in FIXED_PATH.split(":")]
     for path in candidates:
-        if os.path.isdir(path):
+        try:
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise RequiemError(SPAWN_FAILED, f"cannot reach {path}: {exc.strerror}") from None
+        if stat.S_ISDIR(mode):
             raise RequiemError(SPAWN_FAILED, f"command is a directory: {path}")
-        if os.path.exists(path):
-            if not os.access(path, os.X_OK):
-                raise RequiemError(SPAWN_FAILED, f"command is not executable: {path}")
-            return path
+        if not os.access(path, os.X_OK):
+            raise RequiemError(SPAWN_FAILED, f"command is not executable: {path}")
+        return path
     raise RequiemError(SPAWN_FAILED, f"command not found: {command!r} (PATH={FIXED_PATH})")
 
 
@@ -286,7 +291,8 @@ class Launch:
         cwd_path = move(request.cwd or ".")
         # The workspace is resolved already: its own "." needs no second walk through realpath.
         cwd = workspace if cwd_path == "." else confinement.inside(workspace, cwd_path, "/cwd")
-        if not os.path.isdir(cwd):
+        # The workspace itself was found a directory as it was resolved.
+        if cwd is not workspace and not os.path.isdir(cwd):
             raise RequiemError(SPAWN_FAILED, f"/cwd: not a directory: {request.cwd}")
         self._output_paths = {p: move(p) for p in request.outputs}
         for path, where in self._output_paths.items():

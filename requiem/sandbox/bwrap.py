@@ -14,7 +14,7 @@ import tempfile
 from requiem.sandbox import _layout, _seccomp
 from requiem.sandbox.base import Exit, LaunchSpec, SandboxReport
 from requiem.sandbox.plan import bwrap_plan
-from requiem.sandbox.proc import PidfdChild, become_subreaper, wait_readable
+from requiem.sandbox.proc import PidfdChild, become_subreaper, devnull, wait_readable
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ def launch(tools: dict[str, str | None], spec: LaunchSpec, limits: dict[str, int
     try:
         popen = subprocess.Popen(
             build_argv(tools, spec, ops, wrapped, seccomp_fd, (info_w, block_r)),
-            stdin=subprocess.DEVNULL, stdout=spec.stdout_fd, stderr=spec.stderr_fd, env=spec.env,
+            stdin=devnull(), stdout=spec.stdout_fd, stderr=spec.stderr_fd, env=spec.env,
             cwd="/", umask=spec.umask, close_fds=True, start_new_session=True, pass_fds=passed)
     except BaseException:
         os.close(info_r)

@@ -8,7 +8,14 @@ import subprocess
 import threading
 
 from requiem.sandbox.base import LaunchSpec, SandboxReport
-from requiem.sandbox.proc import PidfdChild, adopted, become_subreaper, descendants, others_live
+from requiem.sandbox.proc import (
+    PidfdChild,
+    adopted,
+    become_subreaper,
+    descendants,
+    devnull,
+    others_live,
+)
 
 __all__ = ["NoneBackend", "PlainChild", "become_subreaper"]
 
@@ -75,7 +82,7 @@ class NoneBackend:
         return subprocess.Popen(
             spec.argv,
             executable=spec.executable,
-            stdin=subprocess.DEVNULL,
+            stdin=devnull(),
             stdout=spec.stdout_fd,
             stderr=spec.stderr_fd,
             cwd=spec.cwd,

@@ -27,6 +27,18 @@ def become_subreaper() -> bool:
         return _subreaper_set
 
 
+_devnull: list[int] = []
+
+
+def devnull() -> int:
+    """A read-only /dev/null descriptor kept for the process: every child's stdin."""
+    if not _devnull:
+        with _subreaper_lock:
+            if not _devnull:
+                _devnull.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _devnull[0]
+
+
 _own: set[int] = set()  # our direct children that some backend waits for; other children are adopted orphans
 
 
@@ -56,11 +68,20 @@ def helper_argv(module: str, call: str, *args: str) -> list[str]:
 
 
 def children_of(pid: int) -> list[int]:
+    # os.open and os.read: a text-mode open() costs four more syscalls, once per run or more.
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(p) for p in handle.read().split()]
+        fd = os.open(f"/proc/{pid}/task/{pid}/children", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return []
+    try:
+        parts = []
+        while chunk := os.read(fd, 65536):
+            parts.append(chunk)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    return [int(p) for p in b"".join(parts).split()]
 
 
 def descendants(pid: int) -> list[int]:
