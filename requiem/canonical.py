@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from requiem.errors import (
     INVALID_REQUEST,
@@ -15,6 +14,7 @@ from requiem.errors import (
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 MAX_DOCUMENT_BYTES = 1 << 20

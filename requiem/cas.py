@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 from requiem import hashing
 from requiem.cas_format import (
@@ -26,6 +25,7 @@ from requiem.errors import CAS_INTEGRITY_FAILED, INVALID_REQUEST, MISSING_INPUT,
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import IO, Any, Iterator
 
 __all__ = ["Cas", "CasWriter", "ObjectInfo", "check_digest", "ENCODINGS", "HEADER_SIZE"]
@@ -43,12 +43,13 @@ class Cas:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         hashing.require()
-        self.root = Path(root)
-        self.base = self.root / FORMAT_VERSION
-        self.objects_dir = self.base / "objects"
-        self.tmp_dir = self.base / "tmp"
+        # Strings, not Paths: the engine's cold path never imports pathlib (see requiem.home).
+        self.root = os.fspath(root)
+        self.base = os.path.join(self.root, FORMAT_VERSION)
+        self.objects_dir = os.path.join(self.base, "objects")
+        self.tmp_dir = os.path.join(self.base, "tmp")
         self._objects_prefix = f"{self.objects_dir}/"
-        self._made_dirs: set[str | Path] = set()
+        self._made_dirs: set[str] = set()
         # None: every put fsyncs before it publishes. A list: a group commit is on, and holds
         # duplicated descriptors of objects published unsynced until sync_deferred().
         self._deferred: list[int] | None = None
@@ -58,14 +59,16 @@ class Cas:
         self._known: dict[str, ObjectInfo] = {}
         # With a group commit on, its flusher thread makes temp files ahead and removes
         # discarded ones behind (a create or an unlink costs ~0.2 ms here), off the runs' path.
-        self._spare_temps: list[tuple[Path, IO[bytes]]] = []
-        self._discarded: list[Path] = []
+        self._spare_temps: list[tuple[str, IO[bytes]]] = []
+        self._discarded: list[str] = []
         self.sweep_temp()
 
     # -- layout -------------------------------------------------------------------------------
 
     def object_path(self, digest: str) -> Path:
         """Where an object lives (the digest is validated first: no filesystem access before)."""
+        from pathlib import Path
+
         return Path(self._object_file(digest))
 
     def _object_file(self, digest: str) -> str:
@@ -79,16 +82,16 @@ class Cas:
             os.makedirs(parent, exist_ok=True)
             self._made_dirs.add(parent)
 
-    def _new_temp_path(self) -> Path:
+    def _new_temp_path(self) -> str:
         if self.tmp_dir not in self._made_dirs:
             try:
-                self.tmp_dir.mkdir(parents=True, exist_ok=True)
+                os.makedirs(self.tmp_dir, exist_ok=True)
             except OSError as exc:
                 raise space_error(exc, "creating the CAS temp directory") from None
             self._made_dirs.add(self.tmp_dir)
-        return self.tmp_dir / f"{os.getpid()}.{os.urandom(8).hex()}.tmp"
+        return os.path.join(self.tmp_dir, f"{os.getpid()}.{os.urandom(8).hex()}.tmp")
 
-    def _open_temp(self) -> tuple[Path, IO[bytes]]:
+    def _open_temp(self) -> tuple[str, IO[bytes]]:
         """A new, empty temp file for one object: one made ahead if there is one."""
         with self._deferred_lock:
             if self._spare_temps:
@@ -96,7 +99,7 @@ class Cas:
         path = self._new_temp_path()
         return path, open(path, "x+b", buffering=0)
 
-    def _recycle_temp(self, path: Path, handle: IO[bytes]) -> bool:
+    def _recycle_temp(self, path: str, handle: IO[bytes]) -> bool:
         """Keep an unpublished temp file, emptied, for the next object (a group commit's spares).
 
         A batch's empty captures would otherwise cost a create and an unlink each per run.
@@ -112,7 +115,7 @@ class Cas:
             self._spare_temps.append((path, handle))
             return True
 
-    def _discard_temp(self, path: Path) -> None:
+    def _discard_temp(self, path: str) -> None:
         """Remove a temp file now, or leave it to the group commit's flusher."""
         with self._deferred_lock:
             if self._deferred is not None:
@@ -254,7 +257,7 @@ class Cas:
     def put_file(self, path: str | os.PathLike[str], encoding: str = "identity",
                  level: int = DEFAULT_ZSTD_LEVEL) -> ObjectInfo:
         """Store a regular file by streaming it (never whole in memory)."""
-        source_path = Path(path)
+        source_path = os.fspath(path)
         try:
             source = open(source_path, "rb")
         except FileNotFoundError:
@@ -295,7 +298,7 @@ class Cas:
             self._known.clear()  # a bound, not a cache policy: the next put re-reads a header
         self._known[info.digest] = info
 
-    def _read_header_quietly(self, path: str | Path, digest: str,
+    def _read_header_quietly(self, path: str, digest: str,
                              sync: bool = False) -> ObjectInfo | None:
         """The header of an existing, well-formed object, or None (absent or malformed).
 
@@ -399,10 +402,11 @@ class Cas:
 
     def get_to_file(self, digest: str, out: str | os.PathLike[str]) -> ObjectInfo:
         """Write an object's checked content to `out` atomically (no partial file on failure)."""
-        target = Path(out)
-        if target.is_dir():
+        target = os.fspath(out)
+        if os.path.isdir(target):
             raise RequiemError(INVALID_REQUEST, f"--out is a directory: {target}")
-        temp = target.with_name(f".{target.name}.{os.urandom(6).hex()}.part")
+        folder, name = os.path.split(target)
+        temp = os.path.join(folder, f".{name}.{os.urandom(6).hex()}.part")
         handle, info = self._open_checked(digest)
         try:
             with handle, open(temp, "xb") as sink:
@@ -532,7 +536,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -22,7 +22,6 @@ from requiem.errors import INVALID_REQUEST, RequiemError
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
     from typing import IO, Any
-    from pathlib import Path
 
     from requiem.cas import Cas
 
@@ -41,7 +40,7 @@ class CasWriter:
         self._cas = cas
         self.encoding = encoding
         path, self._file = cas._open_temp()
-        self._path: Path | None = path
+        self._path: str | None = path
         self._file.seek(HEADER_SIZE)
         self._content_hash = hashing.hasher()
         self._stored_hash = hashing.hasher() if encoding == "zstd" else None

@@ -21,7 +21,6 @@ REQUIEM_DEFAULT_ENGINE, REQUIEM_ENGINE_DUAL_RATE, REQUIEM_RUST_ENGINE.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from requiem import canonical
 from requiem.errors import CONFIG_INVALID, INVALID_REQUEST, RequiemError
@@ -206,8 +205,8 @@ def load_config(home: Any) -> dict[str, Any]:
     Relative CAS, history and diff-output paths come back resolved against the home.
     """
     settings = defaults()
-    path = Path(home.config_path)
-    if path.exists():
+    path = home.config_location
+    if os.path.exists(path):
         document = canonical.load_file(path)
         errors, _ = validate(document)
         if errors:
@@ -234,5 +233,5 @@ def load_config(home: Any) -> dict[str, Any]:
                           ("engine_selection_policy", "dual_run_diff_output")):
         value = settings[section][name]
         if value is not None:
-            settings[section][name] = str(Path(home.root) / value)
+            settings[section][name] = os.path.join(home.root_location, value)
     return settings

@@ -118,22 +118,22 @@ class Session:
 
         self.home = home
         self.config = load_config(home)
-        self.cas = Cas(home.cas_root)
+        self.cas = Cas(home.cas_location)
         # A batch commits its records in groups; a single run's record is durable on return.
         self._group: GroupCommit | None = None
         if group_commit:
             from requiem.group_commit import GroupCommit
 
-            self._group = GroupCommit(self.cas, home.spool_dir)
+            self._group = GroupCommit(self.cas, home.spool_location)
         self._native = RequiemEngine(self.cas, required=self._required(),
-                                     probe_cache=str(home.root), protected=self._protected())
+                                     probe_cache=home.root_location, protected=self._protected())
         self._perturbed: RequiemEngine | None = None
 
     def _required(self) -> tuple[str, ...]:
         return tuple(self.config["sandbox"]["required"])
 
     def _protected(self) -> tuple[str, ...]:
-        return (str(self.home.root), str(self.home.cas_root))
+        return (self.home.root_location, self.home.cas_location)
 
     def close(self) -> None:
         """Release the backends; with a group commit, make every queued record durable first."""
@@ -149,7 +149,7 @@ class Session:
         if self._group is not None:
             self._group.add(kind, payload)
         else:
-            write_record(self.home.spool_dir, kind, payload)
+            write_record(self.home.spool_location, kind, payload)
 
     def _legacy(self) -> ExternalEngine:
         path = self.config["legacy_engine"]["path"]
@@ -268,7 +268,7 @@ class Session:
 
                 # Before the primary runs: the secondary must start from the same files.
                 copy = copy_workspace(confinement.workspace_root(request.workspace_root),
-                                      (str(self.home.root), str(self.home.cas_root)))
+                                      (self.home.root_location, self.home.cas_location))
             try:
                 primary = self._native.run(request, lambda r: self._record_execution(
                     request, r, "requiem", dual_run=True))
@@ -284,7 +284,7 @@ class Session:
                     if self._perturbed is None:
                         self._perturbed = RequiemEngine(
                             self.cas, Perturbation.default(), self._required(),
-                            str(self.home.root), self._protected())
+                            self.home.root_location, self._protected())
                     secondary = self._perturbed.run(request, lambda r: self._record_execution(
                         request, r, secondary_engine, dual_run=True), moved_to=copy)
             except RequiemError as exc:

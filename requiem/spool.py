@@ -25,7 +25,6 @@ import fcntl
 import json
 import os
 import time
-from pathlib import Path
 
 from requiem import canonical, hashing
 from requiem.clock import utc_now_iso
@@ -33,6 +32,8 @@ from requiem.clock import utc_now_iso
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
     from typing import Any, Iterator, Sequence
+
+    StrPath = str | os.PathLike[str]  # a spool directory as a string or a Path
 
 RECORD_SCHEMA = 1
 RECORD_KINDS = ("execution", "dual_run", "cas_verify", "cas_gc", "cas_put", "bench")
@@ -89,12 +90,12 @@ def split_line(line: bytes) -> tuple[str, bytes] | None:
         line[_BODY_START:-1]
 
 
-def write_record(spool_dir: Path, kind: str, payload: dict[str, Any]) -> str:
+def write_record(spool_dir: StrPath, kind: str, payload: dict[str, Any]) -> str:
     """Append one record to the spool, durable when this returns; return its record id."""
     return write_records(spool_dir, [(kind, payload)])[0]
 
 
-def write_records(spool_dir: Path, records: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+def write_records(spool_dir: StrPath, records: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
     """Append records (kind, payload) durably; one write and one fdatasync per kind among them.
 
     Producers never open DuckDB: a record costs a share of one append and one fdatasync.
@@ -103,13 +104,13 @@ def write_records(spool_dir: Path, records: Sequence[tuple[str, dict[str, Any]]]
     by_kind: dict[str, list[bytes]] = {}
     for (kind, _), (_, line) in zip(records, encoded):
         by_kind.setdefault(kind, []).append(line)
-    spool_dir = Path(spool_dir)
+    spool_dir = os.fspath(spool_dir)
     for kind, lines in by_kind.items():
         _append(spool_dir, kind, b"".join(lines))
     return [record_id for record_id, _ in encoded]
 
 
-def _is_current(path: Path, st: os.stat_result) -> bool:
+def _is_current(path: StrPath, st: os.stat_result) -> bool:
     """Whether the descriptor's file (st) is still the one linked at path."""
     try:
         now = os.stat(path)
@@ -124,7 +125,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _lock(fd: int, path: Path, mode: int) -> bool:
+def _lock(fd: int, path: StrPath, mode: int) -> bool:
     """flock the active segment; False when it is no longer the one at path (sealed).
 
     A folder holds LOCK_EX on a sealed segment for a whole fold, so a writer that opened it
@@ -139,8 +140,8 @@ def _lock(fd: int, path: Path, mode: int) -> bool:
     return _is_current(path, os.fstat(fd))
 
 
-def _append(spool_dir: Path, kind: str, data: bytes) -> None:
-    path = spool_dir / active_name(kind)
+def _append(spool_dir: StrPath, kind: str, data: bytes) -> None:
+    path = os.path.join(spool_dir, active_name(kind))
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)  # read: the tail check
@@ -164,7 +165,7 @@ def _append(spool_dir: Path, kind: str, data: bytes) -> None:
             os.fdatasync(fd)
             if st.st_size + len(data) >= SEGMENT_BYTES and _is_current(path, os.fstat(fd)):
                 try:  # sealing any active segment is always safe, so losing this race is too
-                    os.rename(path, spool_dir / sealed_name(kind))
+                    os.rename(path, os.path.join(spool_dir, sealed_name(kind)))
                 except FileNotFoundError:
                     pass
             return
@@ -172,14 +173,14 @@ def _append(spool_dir: Path, kind: str, data: bytes) -> None:
             os.close(fd)  # also drops the flock
 
 
-def _create(spool_dir: Path, path: Path, data: bytes) -> bool:
+def _create(spool_dir: StrPath, path: StrPath, data: bytes) -> bool:
     """Make the active segment holding data; False when another writer made it first.
 
     The segment is written and locked under a private name before it is linked in, so no
     other writer can append (and return) before its directory entry is durable.
     """
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    temp = spool_dir / f".{os.getpid()}.{os.urandom(6).hex()}.tmp"
+    os.makedirs(spool_dir, exist_ok=True)
+    temp = os.path.join(spool_dir, f".{os.getpid()}.{os.urandom(6).hex()}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -196,7 +197,7 @@ def _create(spool_dir: Path, path: Path, data: bytes) -> bool:
         os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: StrPath) -> None:
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
@@ -204,7 +205,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(dir_fd)
 
 
-def segment_names(spool_dir: Path) -> list[str]:
+def segment_names(spool_dir: StrPath) -> list[str]:
     """Segment files in the spool, sealed ones first (oldest first), then the active ones."""
     try:
         names = os.listdir(spool_dir)
@@ -214,7 +215,7 @@ def segment_names(spool_dir: Path) -> list[str]:
     return sorted(segments, key=lambda n: (not n.startswith("folding."), n))
 
 
-def legacy_names(spool_dir: Path) -> list[str]:
+def legacy_names(spool_dir: StrPath) -> list[str]:
     """One-record-per-file spool files left by Requiem before segments, oldest first."""
     try:
         return sorted(n for n in os.listdir(spool_dir) if n.endswith(".json") and n[0] != ".")
@@ -222,7 +223,7 @@ def legacy_names(spool_dir: Path) -> list[str]:
         return []
 
 
-def _lines(path: Path) -> Iterator[bytes]:
+def _lines(path: StrPath) -> Iterator[bytes]:
     try:
         with open(path, "rb") as handle:
             yield from (line for line in handle if line.strip())
@@ -230,30 +231,30 @@ def _lines(path: Path) -> Iterator[bytes]:
         return  # folded meanwhile
 
 
-def pending_count(spool_dir: Path) -> int:
+def pending_count(spool_dir: StrPath) -> int:
     """How many records wait in the spool (lines of every segment plus legacy files)."""
     count = len(legacy_names(spool_dir))
     for name in segment_names(spool_dir):
         try:
-            with open(Path(spool_dir) / name, "rb") as handle:
+            with open(os.path.join(spool_dir, name), "rb") as handle:
                 count += sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
         except FileNotFoundError:
             continue
     return count
 
 
-def pending_records(spool_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
+def pending_records(spool_dir: StrPath, kind: str | None = None) -> list[dict[str, Any]]:
     """The records waiting in the spool (optionally of one kind), oldest first; unreadable
     lines are skipped (the fold quarantines them)."""
-    spool_dir = Path(spool_dir)
     bodies: list[bytes] = []
     for name in legacy_names(spool_dir):
         try:
-            bodies.append((spool_dir / name).read_bytes())
+            with open(os.path.join(spool_dir, name), "rb") as handle:
+                bodies.append(handle.read())
         except FileNotFoundError:
             continue
     for name in segment_names(spool_dir):
-        bodies.extend(split[1] for split in map(split_line, _lines(spool_dir / name)) if split)
+        bodies.extend(split[1] for split in map(split_line, _lines(os.path.join(spool_dir, name))) if split)
     records = []
     for body in bodies:
         try:
@@ -265,9 +266,9 @@ def pending_records(spool_dir: Path, kind: str | None = None) -> list[dict[str, 
     return records
 
 
-def quarantined_count(spool_dir: Path) -> int:
+def quarantined_count(spool_dir: StrPath) -> int:
     """How many records (files) sit in spool/quarantine/."""
     try:
-        return sum(1 for n in os.listdir(Path(spool_dir) / QUARANTINE) if n[0] != ".")
+        return sum(1 for n in os.listdir(os.path.join(spool_dir, QUARANTINE)) if n[0] != ".")
     except FileNotFoundError:
         return 0

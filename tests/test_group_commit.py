@@ -133,7 +133,7 @@ def test_objects_of_a_queued_record_stay_guarded_until_it_is_durable(tmp_path: P
     with write_guard(cas.root):
         digest = cas.put_bytes(b"named by a queued record").digest
         group.add("execution", {"stdout_digest": digest})
-    collector = os.open(cas.root / "gc.lock", os.O_RDWR)
+    collector = os.open(os.path.join(cas.root, "gc.lock"), os.O_RDWR)
     try:
         with pytest.raises(BlockingIOError):  # what a GC would need to start deleting
             fcntl.flock(collector, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -31,14 +31,12 @@ def home_of(args: argparse.Namespace) -> Any:
     from requiem.home import Home
 
     home = Home.resolve(getattr(args, "home", None), getattr(args, "cas", None))
-    if getattr(args, "cas", None) is None and home.config_path.exists():
+    if getattr(args, "cas", None) is None and os.path.exists(home.config_location):
         from requiem.config import load_config
 
         root = load_config(home)["cas"]["root"]
         if root:
-            from pathlib import Path
-
-            home = home._replace(cas_root=Path(root))
+            home = home._replace(cas_location=str(root))
     return home
 
 

@@ -8,7 +8,6 @@ import select
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 from requiem.sandbox.base import Exit
 
@@ -62,7 +61,7 @@ def adopted() -> list[int]:
 
 def helper_argv(module: str, call: str, *args: str) -> list[str]:
     """Run one of this package's stdlib-only `_` modules in an isolated `python -I -S` (imported, so cached)."""
-    here = str(Path(__file__).parent)
+    here = os.path.dirname(os.path.abspath(__file__))
     return [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {here!r}); import {module}; "
                                              f"{module}.{call}", *args]
 
