@@ -39,24 +39,70 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _in_order(session: Session, lines: list[bytes], engine: str | None) -> list[dict[str, Any]]:
+def _submit_line(session: Session, line: bytes, engine: str | None,
+                 behind: Ticket | None) -> Ticket:
+    """Start one JSONL line's request; `behind` (this worker's previous run) settles meanwhile."""
+    try:
+        document = canonical.loads(line)
+    except RequiemError as exc:
+        if behind is not None:
+            behind.result()  # its GC guard goes before the refusal's record takes one
+        return Ticket.ready(session.refuse(exc, engine))
+    return session.submit(document, engine, behind=behind)
+
+
+def _in_order(session: Session, lines: list[bytes], engine: str | None) -> list[Ticket]:
     """One request at a time, each run's bookkeeping done while the next one's command runs."""
     tickets: list[Ticket] = []
     try:
         for line in lines:
-            behind = tickets[-1] if tickets else None
-            try:
-                document = canonical.loads(line)
-            except RequiemError as exc:
-                if behind is not None:
-                    behind.result()  # its GC guard goes before the refusal's record takes one
-                tickets.append(Ticket.ready(session.refuse(exc, engine)))
-                continue
-            tickets.append(session.submit(document, engine, behind=behind))
+            tickets.append(_submit_line(session, line, engine, tickets[-1] if tickets else None))
     finally:
         if tickets:
             tickets[-1].result()  # the last run finished: its record is kept, on an interrupt too
-    return [ticket.result() for ticket in tickets]
+    return tickets
+
+
+def _in_parallel(session: Session, lines: list[bytes], engine: str | None,
+                 jobs: int) -> list[Ticket]:
+    """`jobs` workers taking lines in turn, each pipelining its own runs as _in_order does."""
+    import threading
+
+    tickets: list[Ticket | None] = [None] * len(lines)
+    order = iter(range(len(lines)))
+    taking = threading.Lock()
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        behind = None
+        try:
+            while not stop.is_set():
+                with taking:
+                    index = next(order, None)
+                if index is None:
+                    return
+                behind = tickets[index] = _submit_line(session, lines[index], engine, behind)
+        except BaseException as exc:
+            failures.append(exc)
+            stop.set()
+        finally:
+            if behind is not None:
+                behind.result()
+
+    workers = [threading.Thread(target=work, name=f"requiem-batch-{n}") for n in range(jobs)]
+    for worker in workers:
+        worker.start()
+    try:
+        for worker in workers:
+            worker.join()
+    finally:
+        stop.set()  # an interrupt: workers finish the run in hand and take no more
+        for worker in workers:
+            worker.join()
+    if failures:
+        raise failures[0]
+    return [ticket for ticket in tickets if ticket is not None]
 
 
 def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
@@ -72,21 +118,9 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
     work = [line for line in lines if line.strip()]
     try:
         with _terminate_as_interrupt():
-            if jobs == 1:
-                results = _in_order(session, work, engine)
-            else:
-                # Only here: concurrent.futures brings logging, ~10 ms of every batch's start.
-                from concurrent.futures import ThreadPoolExecutor
-
-                def one(line: bytes) -> dict[str, Any]:
-                    try:
-                        document = canonical.loads(line)
-                    except RequiemError as exc:
-                        return session.refuse(exc, engine)
-                    return session.execute(document, engine)
-
-                with ThreadPoolExecutor(max_workers=jobs) as pool:
-                    results = list(pool.map(one, work))
+            tickets = (_in_order(session, work, engine) if jobs == 1
+                       else _in_parallel(session, work, engine, jobs))
+            results = [ticket.result() for ticket in tickets]
     finally:
         session.close()  # flushes the queued records, on an interrupt too
     temp = f"{out_path}.{os.getpid()}.part"

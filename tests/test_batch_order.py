@@ -111,3 +111,21 @@ def test_refusals_and_leased_runs_between_runs_keep_order_and_records(home: Path
     ingest = run_cli("history", "ingest", home=home)
     # One record per line (two of them refusals), and the put's.
     assert ingest.returncode == 0 and ingest.json["folded"] == 6, ingest.stdout
+
+
+def test_parallel_jobs_keep_input_order_and_record_every_run(home: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    lines = [json.dumps({"command": "echo", "argv": [str(n)], "workspace_root": str(ws),
+                         "policy": PLAIN}) for n in range(40)]
+    lines[7] = "[1, 2"  # a refusal among them, in its place
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    got = run_cli("exec", "batch", "--requests", str(tmp_path / "r.jsonl"), "--out",
+                  str(tmp_path / "o.jsonl"), "--jobs", "3", home=home)
+    assert got.returncode == 1 and got.json["failed"] == 1, got.stdout
+    results = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert results[7]["error"]["code"] == "json_parse_error"
+    assert [r["stdout"] for n, r in enumerate(results) if n != 7] == [
+        f"{n}\n" for n in range(40) if n != 7]
+    ingest = run_cli("history", "ingest", home=home)
+    assert ingest.returncode == 0 and ingest.json["folded"] == 40, ingest.stdout
