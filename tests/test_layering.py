@@ -33,7 +33,8 @@ def test_a_plain_exec_run_skips_what_only_other_commands_need(tmp_path: Path) ->
                                "policy": {"sandbox": {"backend": "none"}}}))
     argv = ["--home", str(tmp_path / "h"), "exec", "run", "--request", str(req), "--out",
             str(tmp_path / "o.json")]
-    extra = ("argparse", "typing", "dataclasses", "pathlib", "requiem.dual", "requiem.sandbox.probe")
+    extra = ("argparse", "typing", "dataclasses", "pathlib", "ctypes", "requiem.dual",
+             "requiem.sandbox.probe")
     assert loaded_after(f"from requiem.cli import main\nmain({argv!r})", extra) == []
 
 
