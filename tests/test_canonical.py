@@ -101,3 +101,41 @@ def test_fast_path_matches_rfc8785(value: object) -> None:
 def test_lone_surrogates_cannot_be_canonicalised() -> None:
     with pytest.raises(RequiemError):
         canonical.dumps({"a": "\ud800"})
+
+
+def test_fast_path_agrees_with_rfc8785_on_random_values() -> None:
+    import random
+
+    import rfc8785
+
+    rng = random.Random(1)
+    # Strings that look like numbers, floats, long integers, keys outside the BMP, escapes.
+    texts = "ab:,.[1e😀é\"\\\n"
+
+    def value(depth: int = 0) -> object:
+        roll = rng.random()
+        if depth > 3 or roll < 0.3:
+            kind = rng.random()
+            if kind < 0.25:
+                return rng.randint(-10**17, 10**17) if rng.random() < 0.2 else rng.randint(-9, 9)
+            if kind < 0.4:
+                return rng.choice([0.5, 1e16, -0.0, 3.0, 1e-7, 123.456])
+            if kind < 0.5:
+                return rng.choice([True, False, None])
+            return "".join(rng.choice(texts) for _ in range(rng.randint(0, 8)))
+        if roll < 0.65:
+            return {"".join(rng.choice("abé\ufb33😀𝄞:,1.") for _ in range(rng.randint(0, 4))):
+                    value(depth + 1) for _ in range(rng.randint(0, 4))}
+        return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+
+    for _ in range(3000):
+        sample = value()
+        try:
+            expected: object = rfc8785.dumps(sample)
+        except rfc8785.CanonicalizationError:
+            expected = RequiemError
+        try:
+            got: object = canonical.dumps(sample)
+        except RequiemError:
+            got = RequiemError
+        assert got == expected, sample
