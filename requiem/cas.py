@@ -32,8 +32,6 @@ __all__ = ["Cas", "CasWriter", "ObjectInfo", "check_digest", "ENCODINGS", "HEADE
 
 # Objects a group commit may hold unsynced at once (one descriptor each).
 MAX_DEFERRED = 256
-# Empty temp files a group commit keeps ready (each holds a descriptor).
-MAX_SPARE_TEMPS = 64
 # A temp file whose writer died is garbage; one whose writer lives is a put in progress.
 _STALE_TEMP_SECONDS = 24 * 3600
 
@@ -98,22 +96,6 @@ class Cas:
                 return self._spare_temps.pop()
         path = self._new_temp_path()
         return path, open(path, "x+b", buffering=0)
-
-    def _recycle_temp(self, path: str, handle: IO[bytes]) -> bool:
-        """Keep an unpublished temp file, emptied, for the next object (a group commit's spares).
-
-        A batch's empty captures would otherwise cost a create and an unlink each per run.
-        """
-        with self._deferred_lock:
-            if self._deferred is None or len(self._spare_temps) >= MAX_SPARE_TEMPS:
-                return False
-            try:
-                os.ftruncate(handle.fileno(), 0)
-                handle.seek(0)
-            except OSError:
-                return False
-            self._spare_temps.append((path, handle))
-            return True
 
     def _discard_temp(self, path: str) -> None:
         """Remove a temp file now, or leave it to the group commit's flusher."""
@@ -306,15 +288,18 @@ class Cas:
         group commit may have published it unsynced; an fsync of a clean file costs little.
         """
         try:
-            with open(path, "rb") as handle:
-                raw = handle.read(HEADER_SIZE)
-                size = os.fstat(handle.fileno()).st_size
-                info = decode_header(raw, digest, size)
-                if sync:
-                    os.fsync(handle.fileno())
-                return info
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # no io layer: most puts find nothing
+        except OSError:
+            return None
+        try:
+            info = decode_header(os.pread(fd, HEADER_SIZE, 0), digest, os.fstat(fd).st_size)
+            if sync:
+                os.fsync(fd)
+            return info
         except (OSError, ValueError, TypeError):
             return None
+        finally:
+            os.close(fd)
 
     def contains(self, digest: str) -> bool:
         """True when an object with this digest is present (content not checked)."""

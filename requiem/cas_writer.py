@@ -139,7 +139,9 @@ class CasWriter:
         if limit is not None and size > limit:
             os.ftruncate(self._file.fileno(), HEADER_SIZE + limit)
             size = limit
-        self._precomputed_digest = hashing.hash_open_file(self._file, HEADER_SIZE)  # type: ignore[arg-type]
+        # Most captures are empty (stderr above all): their digest needs no file read.
+        self._precomputed_digest = (hashing.EMPTY_DIGEST if size == 0 else
+                                    hashing.hash_open_file(self._file, HEADER_SIZE))  # type: ignore[arg-type]
         self.original_size = self.stored_size = size
 
     def commit(self) -> ObjectInfo:
@@ -154,7 +156,7 @@ class CasWriter:
             final = self._cas._object_file(digest)
             existing = self._cas._existing(digest, final)
             if existing is not None:
-                self._recycle()
+                self.abort()
                 return existing
             stored_hash = self._stored_hash.hexdigest() if self._stored_hash else digest
             info = ObjectInfo(
@@ -181,15 +183,6 @@ class CasWriter:
         except BaseException:
             self.abort()
             raise
-
-    def _recycle(self) -> None:
-        """Give the unneeded temp file back to the store for reuse, else discard it."""
-        if not self._closed and self._path is not None and self._cas._recycle_temp(self._path,
-                                                                                   self._file):
-            self._closed = True
-            self._path = None
-            return
-        self.abort()
 
     def abort(self) -> None:
         """Discard the temp file; safe to call more than once."""

@@ -90,11 +90,13 @@ class ExternalEngine:
 
 
 class Ticket:
-    """A submitted run's result: ready, or computed when first asked for (once)."""
+    """A submitted run's result: ready, or computed when first asked for (once; a failure to
+    compute it is raised again on every later ask)."""
 
     def __init__(self, settle: Callable[[], dict[str, Any]]) -> None:
         self._settle: Callable[[], dict[str, Any]] | None = settle
         self._result: dict[str, Any] | None = None
+        self._failure: BaseException | None = None
 
     @classmethod
     def ready(cls, result: dict[str, Any]) -> "Ticket":
@@ -105,7 +107,13 @@ class Ticket:
     def result(self) -> dict[str, Any]:
         if self._settle is not None:
             settle, self._settle = self._settle, None
-            self._result = settle()
+            try:
+                self._result = settle()
+            except BaseException as exc:
+                self._failure = exc
+                raise
+        if self._failure is not None:
+            raise self._failure
         assert self._result is not None
         return self._result
 
@@ -222,7 +230,11 @@ class Session:
             self._record_refusal(document, request, exc, chosen)
             return Ticket.ready(exc.to_json())
         try:
-            settle_behind()
+            settle_behind()  # the run behind's failure is its own: this run is dropped, not blamed
+        except BaseException:
+            launch.close()
+            raise
+        try:
             launch.collect()
         except RequiemError as exc:
             launch.close()

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from typing import IO, Any, Iterable
 
 DIGEST_HEX_LENGTH = 64
+# BLAKE3-256 of no bytes (checked against the library in tests/test_hashing.py).
+EMPTY_DIGEST = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
 # The seeds' vectors; checked once per process before any digest is trusted.
 SELF_TEST_VECTORS = {
     b"": "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",

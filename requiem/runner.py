@@ -387,6 +387,9 @@ class Launch:
             self._output_digests[path] = self._collect_output(path, where)
         if self._output_digests:
             self.trace.add("outputs", output_digests=self._output_digests)
+        # The run ends here, whether finish() follows at once or after the next run's spawn.
+        self._end_ns = time.monotonic_ns()
+        self._end_ts = utc_now_iso()
 
     def _collect_output(self, path: str, where: str) -> str | None:
         try:
@@ -414,7 +417,7 @@ class Launch:
         for name, writer in (("stdout", self._stdout), ("stderr", self._stderr)):
             assert writer is not None
             size = writer.written_size()
-            inline = writer.read_prefix(request.max_output_bytes)
+            inline = writer.read_prefix(request.max_output_bytes) if size else b""
             writer.adopt_written(limit=request.output_limit_bytes)
             info = writer.commit()
             text, encoding = _inline(inline)
@@ -462,8 +465,8 @@ class Launch:
             "resource_usage": exit_info.rusage,
             "signal": exit_info.signal,
             "start_timestamp": self.start_ts,
-            "end_timestamp": utc_now_iso(),
-            "duration_ms": round((time.monotonic_ns() - self.start_ns) / 1e6, 3),
+            "end_timestamp": self._end_ts,
+            "duration_ms": round((self._end_ns - self.start_ns) / 1e6, 3),
             "engine": "requiem",
             "engine_version": requiem.ENGINE_VERSION,
             "contract_version": requiem.CONTRACT_VERSION,

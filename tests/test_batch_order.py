@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import blake3
@@ -61,12 +62,11 @@ def test_a_batch_result_is_the_single_run_result(home: Path, tmp_path: Path) -> 
 
 
 
-def test_captures_reusing_spare_files_hold_only_their_own_bytes(home: Path,
-                                                                 tmp_path: Path) -> None:
+def test_each_capture_holds_only_its_own_bytes(home: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    # A long capture stored once, then found again (its file goes back to the spares), then
-    # short and empty captures that may be written into those emptied files.
+    # A long capture stored once, then found again, then short and empty captures, in temp
+    # files made ahead by the group commit.
     texts = ["a long line of captured text\n" * 40] * 3 + ["x", "", "y\n", "x"] * 5
     results = _run_batch(home, tmp_path, [
         {"command": "printf", "argv": ["%s", text], "workspace_root": str(ws), "policy": PLAIN}
@@ -129,3 +129,82 @@ def test_parallel_jobs_keep_input_order_and_record_every_run(home: Path, tmp_pat
         f"{n}\n" for n in range(40) if n != 7]
     ingest = run_cli("history", "ingest", home=home)
     assert ingest.returncode == 0 and ingest.json["folded"] == 40, ingest.stdout
+
+
+def test_a_run_whose_record_cannot_be_written_fails_the_batch_alone(home: Path, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """The run behind failing to settle is its own error: the next run is not refused for it."""
+    from requiem import batch, group_commit, spool
+    from requiem.errors import QUOTA_EXCEEDED, RequiemError
+    from requiem.home import Home
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    lines = tmp_path / "r.jsonl"
+    lines.write_text("".join(json.dumps({"command": "echo", "argv": [name], "request_id": name,
+                                         "workspace_root": str(ws), "policy": PLAIN}) + "\n"
+                             for name in ("one", "two", "three")))
+    real_add = group_commit.GroupCommit.add
+    calls = []
+
+    def add(self, kind: str, payload: dict) -> None:  # the disk fills for run one's records
+        calls.append(payload.get("request_id"))
+        if len(calls) <= 2:
+            raise RequiemError(QUOTA_EXCEEDED, "no space left on device (simulated)")
+        real_add(self, kind, payload)
+
+    monkeypatch.setattr(group_commit.GroupCommit, "add", add)
+    try:
+        batch.run_batch(Home.resolve(str(home)), str(lines), str(tmp_path / "o.jsonl"))
+    except RequiemError as exc:
+        assert exc.code == QUOTA_EXCEEDED
+    else:
+        raise AssertionError("the batch went on past a record it could not write")
+    assert calls == ["one", "one"]  # the run, then its refusal; nothing of two or three
+    assert spool.pending_records(home / "spool") == []
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_ticket_raises_its_failure_on_every_ask() -> None:
+    from requiem.engines import Ticket
+
+    attempts = []
+
+    def settle() -> dict:
+        attempts.append(1)
+        raise KeyboardInterrupt
+
+    ticket = Ticket(settle)
+    for _ in range(2):
+        try:
+            ticket.result()
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("a failed settle returned")
+    assert attempts == [1]
+
+
+def test_an_escapee_writing_late_cannot_reach_the_store(home: Path, tmp_path: Path) -> None:
+    """With another run live, a plain run's setsid escapee may outlive it (its session is not
+    the run's), still holding the capture: nothing it writes afterwards may land in an object."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    loop = "for i in $(seq 20); do sleep 0.1; printf LATE; done"
+
+    def shell(script: str) -> dict:
+        return {"command": "sh", "argv": ["-c", script], "workspace_root": str(ws),
+                "policy": PLAIN}
+
+    requests = [shell("true"), shell("sleep 3"), shell(f"setsid sh -c '{loop}' & exit 0")]
+    requests += [shell(f"sleep 0.15; printf mine{n}") for n in range(12)]
+    lines = tmp_path / "r.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(tmp_path / "o.jsonl"),
+                  "--jobs", "2", home=home)
+    assert got.returncode == 0, got.stdout
+    results = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r["stdout"] for r in results[3:]] == [f"mine{n}" for n in range(12)]
+    time.sleep(2)  # the escapee's last writes
+    verify = run_cli("cas", "verify", "--all", home=home)
+    assert verify.returncode == 0 and verify.json["ok"] is True, verify.stdout

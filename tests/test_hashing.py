@@ -65,3 +65,9 @@ def test_agrees_with_b3sum(tmp_path: Path, size: int) -> None:
                               check=True).stdout.strip()
     assert hashing.hash_file(path) == expected
     assert hashing.hash_bytes(path.read_bytes()) == expected
+
+
+def test_the_empty_digest_constant_is_blake3_of_nothing() -> None:
+    import blake3
+
+    assert hashing.EMPTY_DIGEST == hashing.hash_bytes(b"") == blake3.blake3(b"").hexdigest()
