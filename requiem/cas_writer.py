@@ -131,18 +131,48 @@ class CasWriter:
         """The first `limit` content bytes written so far."""
         return os.pread(self._file.fileno(), limit, HEADER_SIZE)
 
-    def adopt_written(self, limit: int | None = None) -> None:
-        """Take whatever another process wrote through fileno() as the content (cut at limit)."""
+    def adopt_written(self, limit: int | None = None, detach: bool = False) -> None:
+        """Take whatever another process wrote through fileno() as the content (cut at limit).
+
+        detach: a process may still hold the file (a stray of the run), so the object is
+        published from a copy it cannot reach, never from the file it can still write.
+        """
         if self.encoding != "identity":
             raise ValueError("only identity captures can adopt bytes written by others")
-        size = self.written_size()
+        size = written = self.written_size()
         if limit is not None and size > limit:
-            os.ftruncate(self._file.fileno(), HEADER_SIZE + limit)
             size = limit
+        if detach:
+            size = self._detach(size)
+        elif size < written:
+            os.ftruncate(self._file.fileno(), HEADER_SIZE + size)
         # Most captures are empty (stderr above all): their digest needs no file read.
         self._precomputed_digest = (hashing.EMPTY_DIGEST if size == 0 else
                                     hashing.hash_open_file(self._file, HEADER_SIZE))  # type: ignore[arg-type]
         self.original_size = self.stored_size = size
+
+    def _detach(self, size: int) -> int:
+        """Copy up to `size` content bytes into a temp file of our own, dropping the shared one."""
+        path, copy = self._cas._open_temp()
+        source = self._file.fileno()
+        try:
+            # pread at explicit offsets: the shared file offset is the stray's, not ours to move.
+            done = 0
+            while done < size:
+                chunk = os.pread(source, min(CHUNK_SIZE, size - done), HEADER_SIZE + done)
+                if not chunk:
+                    break
+                os.pwrite(copy.fileno(), chunk, HEADER_SIZE + done)
+                done += len(chunk)
+            os.ftruncate(copy.fileno(), HEADER_SIZE + done)
+        except BaseException:
+            copy.close()
+            self._cas._discard_temp(path)
+            raise
+        self._file.close()
+        self._cas._discard_temp(self._path)
+        self._file, self._path = copy, path
+        return done
 
     def commit(self) -> ObjectInfo:
         """Finish, fsync and atomically publish the object; return its metadata."""

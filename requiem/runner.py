@@ -418,7 +418,8 @@ class Launch:
             assert writer is not None
             size = writer.written_size()
             inline = writer.read_prefix(request.max_output_bytes) if size else b""
-            writer.adopt_written(limit=request.output_limit_bytes)
+            writer.adopt_written(limit=request.output_limit_bytes,
+                                 detach=self._child is not None and self._child.strays_possible)
             info = writer.commit()
             text, encoding = _inline(inline)
             streams[name] = {

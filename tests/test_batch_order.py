@@ -185,26 +185,32 @@ def test_a_ticket_raises_its_failure_on_every_ask() -> None:
     assert attempts == [1]
 
 
-def test_an_escapee_writing_late_cannot_reach_the_store(home: Path, tmp_path: Path) -> None:
+def test_an_escapee_cannot_write_into_a_stored_capture(home: Path, tmp_path: Path) -> None:
     """With another run live, a plain run's setsid escapee may outlive it (its session is not
-    the run's), still holding the capture: nothing it writes afterwards may land in an object."""
+    the run's) still holding the capture file: the object must be published from a copy."""
+    from requiem.cas import Cas
+
     ws = tmp_path / "ws"
     ws.mkdir()
-    loop = "for i in $(seq 20); do sleep 0.1; printf LATE; done"
+    stray = ('import os, time; open("stray-stdout-inode", "w").write(str(os.fstat(1).st_ino)); '
+             'time.sleep(3)')
 
     def shell(script: str) -> dict:
         return {"command": "sh", "argv": ["-c", script], "workspace_root": str(ws),
                 "policy": PLAIN}
 
-    requests = [shell("true"), shell("sleep 3"), shell(f"setsid sh -c '{loop}' & exit 0")]
-    requests += [shell(f"sleep 0.15; printf mine{n}") for n in range(12)]
+    requests = [shell("sleep 1.5"),
+                shell(f"printf first; setsid python3 -c '{stray}' & sleep 0.5; exit 0")]
     lines = tmp_path / "r.jsonl"
     lines.write_text("".join(json.dumps(r) + "\n" for r in requests))
     got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(tmp_path / "o.jsonl"),
                   "--jobs", "2", home=home)
     assert got.returncode == 0, got.stdout
-    results = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
-    assert [r["stdout"] for r in results[3:]] == [f"mine{n}" for n in range(12)]
-    time.sleep(2)  # the escapee's last writes
-    verify = run_cli("cas", "verify", "--all", home=home)
-    assert verify.returncode == 0 and verify.json["ok"] is True, verify.stdout
+    result = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[1])
+    assert result["stdout"] == "first"
+    marker = ws / "stray-stdout-inode"
+    deadline = time.monotonic() + 5
+    while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stored = Cas(home / "cas").object_path(result["stdout_digest"]).stat().st_ino
+    assert stored != int(marker.read_text()), "the object is the file the stray still writes"

@@ -43,6 +43,8 @@ class PlainChild(PidfdChild):
         with _spawning:
             alone = not others_live(self.pid)
             orphans = [p for p in adopted() if p != self.pid and _belongs(p, self.pid, alone)]
+        # A setsid escapee cannot be told apart from another live run's: it may outlive us.
+        self.strays_possible = not alone
         for orphan in orphans:
             victims += [orphan, *descendants(orphan)]
         try:

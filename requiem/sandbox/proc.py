@@ -123,6 +123,8 @@ def wait_readable(fd: int, timeout_s: float | None) -> bool:
 class PidfdChild:
     """A direct child of the engine (started by Popen), waited on through a pidfd."""
 
+    strays_possible = False
+
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self.pid = popen.pid
         self._popen = popen

@@ -11,6 +11,8 @@ class Child(Protocol):
     """A started command."""
 
     pid: int
+    # After kill_tree: whether a process of the run may still live (and hold its captures).
+    strays_possible: bool
 
     def wait(self, timeout_s: float | None) -> Exit | None:
         """Wait up to timeout_s for the command to end; None if it is still running."""

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 class ZygoteChild:
     """A command the zygote started; its events arrive through the backend's reader thread."""
 
+    strays_possible = False  # kill_tree returns once the zygote reaped the whole tree
+
     def __init__(self, backend: "ZygoteBackend", run_id: int, own_pid_namespace: bool) -> None:
         self.pid = -1  # the run's monitor (the command itself may live in a pid namespace of its own)
         self.steps: list[list[Any]] = []
