@@ -134,6 +134,36 @@ def bench_batch(work: Path, backend: str, jobs: int, count: int = 300, rounds: i
           f"| {o / a:.2f}x | <= 1.3x |", flush=True)
 
 
+def bench_batch_marginal(work: Path, backend: str, small: int = 300, large: int = 1500,
+                         rounds: int = 3) -> None:
+    """What one more request costs a running batch: (T(large) - T(small)) / (large - small).
+
+    The per-request figure above also carries the batch's start (~50 ms, a cold process and
+    its session) spread over 300 requests; this one leaves it out, as the bare loop has none.
+    """
+    request = {"command": "/bin/true", "workspace_root": str(work / "ws"),
+               "policy": {"sandbox": {"backend": backend}}}
+    home = work / f"home-marginal-{backend}"
+
+    def batch_seconds(count: int) -> float:
+        lines = work / f"batch-{count}.jsonl"
+        lines.write_text((json.dumps(request) + "\n") * count)
+        start = time.perf_counter()
+        subprocess.run([REQUIEM, "--home", str(home), "exec", "batch", "--requests", str(lines),
+                        "--out", str(work / "batch.out")], check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+    ours, anchor = [], []
+    for _ in range(rounds):
+        ours.append((batch_seconds(large) - batch_seconds(small)) / (large - small))
+        anchor.append(bare_loop(backend, work, small, 1))
+    o, a = statistics.median(ours), statistics.median(anchor)
+    print(f"| `exec batch --jobs 1` marginal cost of a request, {backend} backend ((T({large}) - "
+          f"T({small})) / {large - small}, median of {rounds}) | {o * 1000:.2f} ms | "
+          f"{a * 1000:.2f} ms (bare Python loop on 1 thread) | {o / a:.2f}x | <= 1.3x |",
+          flush=True)
+
+
 def main() -> None:
     backends = sys.argv[1:] or ["none"]
     # Bytecode first: with PYTHONDONTWRITEBYTECODE set, an edited module would be recompiled
@@ -155,6 +185,8 @@ def main() -> None:
             bench_cold_run(work, backend)
             for jobs in (1, 2):
                 bench_batch(work, backend, jobs)
+            if backend == "none":
+                bench_batch_marginal(work, backend)
 
 
 if __name__ == "__main__":
