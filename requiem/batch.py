@@ -52,14 +52,13 @@ def _submit_line(session: Session, line: bytes, engine: str | None,
 
 
 def _in_order(session: Session, lines: list[bytes], engine: str | None) -> list[Ticket]:
-    """One request at a time, each run's bookkeeping done while the next one's command runs."""
+    """One request at a time, each run's bookkeeping done while the next one's command runs.
+
+    The last run is settled by the session's close, on an interrupt too.
+    """
     tickets: list[Ticket] = []
-    try:
-        for line in lines:
-            tickets.append(_submit_line(session, line, engine, tickets[-1] if tickets else None))
-    finally:
-        if tickets:
-            tickets[-1].result()  # the last run finished: its record is kept, on an interrupt too
+    for line in lines:
+        tickets.append(_submit_line(session, line, engine, tickets[-1] if tickets else None))
     return tickets
 
 
@@ -86,9 +85,6 @@ def _in_parallel(session: Session, lines: list[bytes], engine: str | None,
         except BaseException as exc:
             failures.append(exc)
             stop.set()
-        finally:
-            if behind is not None:
-                behind.result()
 
     workers = [threading.Thread(target=work, name=f"requiem-batch-{n}") for n in range(jobs)]
     for worker in workers:

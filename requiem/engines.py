@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 from requiem import canonical, confinement, contract
 from requiem.cas import Cas
@@ -98,6 +99,10 @@ class Ticket:
         self._result: dict[str, Any] | None = None
         self._failure: BaseException | None = None
 
+    @property
+    def settled(self) -> bool:
+        return self._settle is None
+
     @classmethod
     def ready(cls, result: dict[str, Any]) -> "Ticket":
         ticket = cls(lambda: result)
@@ -136,6 +141,8 @@ class Session:
         self._native = RequiemEngine(self.cas, required=self._required(),
                                      probe_cache=home.root_location, protected=self._protected())
         self._perturbed: RequiemEngine | None = None
+        self._unsettled: list[Ticket] = []
+        self._unsettled_lock = threading.Lock()
 
     def _required(self) -> tuple[str, ...]:
         return tuple(self.config["sandbox"]["required"])
@@ -144,10 +151,18 @@ class Session:
         return (self.home.root_location, self.home.cas_location)
 
     def close(self) -> None:
-        """Release the backends; with a group commit, make every queued record durable first."""
+        """Finish the runs still unsettled, then (with a group commit) make every queued record
+        durable, then release the backends."""
         try:
-            if self._group is not None:
-                self._group.close()
+            try:
+                for ticket in self._take_unsettled():
+                    try:
+                        ticket.result()
+                    except Exception:
+                        pass  # raised again to whoever asks for that result
+            finally:
+                if self._group is not None:
+                    self._group.close()
         finally:
             self._native.close()
             if self._perturbed:
@@ -243,7 +258,16 @@ class Session:
         except BaseException:
             launch.close()
             raise
-        return Ticket(lambda: self._finish_native(launch, request, document))
+        ticket = Ticket(lambda: self._finish_native(launch, request, document))
+        with self._unsettled_lock:
+            # Kept until settled, so close() finishes it even if the caller never got it back.
+            self._unsettled = [t for t in self._unsettled if not t.settled] + [ticket]
+        return ticket
+
+    def _take_unsettled(self) -> list[Ticket]:
+        with self._unsettled_lock:
+            unsettled, self._unsettled = self._unsettled, []
+        return [t for t in unsettled if not t.settled]
 
     def _finish_native(self, launch: Launch, request: Request, document: Any) -> dict[str, Any]:
         try:

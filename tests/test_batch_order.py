@@ -214,3 +214,22 @@ def test_an_escapee_cannot_write_into_a_stored_capture(home: Path, tmp_path: Pat
         time.sleep(0.05)
     stored = Cas(home / "cas").object_path(result["stdout_digest"]).stat().st_ino
     assert stored != int(marker.read_text()), "the object is the file the stray still writes"
+
+
+def test_closing_a_session_records_a_run_nobody_asked_for(home: Path, tmp_path: Path) -> None:
+    """An interrupt may land between a run's submit and its ticket reaching the batch: the
+    session still finishes and records that run when it closes."""
+    from requiem import spool
+    from requiem.engines import Session
+    from requiem.home import Home
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    session = Session(Home.resolve(str(home)), group_commit=True)
+    ticket = session.submit({"command": "echo", "argv": ["x"], "workspace_root": str(ws),
+                             "policy": PLAIN})
+    assert not ticket.settled
+    session.close()
+    assert ticket.settled and ticket.result()["stdout"] == "x\n"
+    records = spool.pending_records(home / "spool")
+    assert [r["request_digest"] for r in records] == [ticket.result()["request_digest"]]
