@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import requiem
 from requiem import hashing
@@ -20,7 +20,7 @@ def sandbox_capabilities(home: Home) -> dict[str, Any]:
     """
     from requiem.sandbox import machine_capabilities
 
-    return machine_capabilities(cache_dir=home.root).to_json()
+    return machine_capabilities(cache_dir=home.root_location).to_json()
 
 
 def health(home: Home) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def health(home: Home) -> dict[str, Any]:
             "protocol_version": requiem.PROTOCOL_VERSION,
             "contract_version": requiem.CONTRACT_VERSION,
             "cas_format_version": requiem.CAS_FORMAT_VERSION,
-            "home": str(home.root),
+            "home": home.root_location,
             "sandbox_capabilities": sandbox_capabilities(home),
         }
     )
@@ -53,9 +53,9 @@ def _finding(kind: str, message: str, command: str, **detail: Any) -> dict[str, 
     return {"id": kind, "message": message, "command": command, **detail}
 
 
-def _existing_parent(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
+def _existing_parent(path: str) -> str:
+    while not os.path.exists(path) and path != os.path.dirname(path):
+        path = os.path.dirname(path)
     return path
 
 
@@ -99,7 +99,7 @@ def doctor(home: Home) -> dict[str, Any]:
         blockers.append(_finding("cas_corrupt", f"{len(sample['corrupt'])} of "
                                  f"{sample['objects_checked']} sampled CAS objects are corrupt",
                                  "requiem cas verify --all", corrupt=sample["corrupt"]))
-    disk = shutil.disk_usage(_existing_parent(Path(home.root)))
+    disk = shutil.disk_usage(_existing_parent(home.root_location))
     free_ratio = disk.free / disk.total if disk.total else 0.0
     if free_ratio < _DISK_WARNING_RATIO:
         (blockers if free_ratio < _DISK_BLOCKER_RATIO else warnings).append(_finding(
@@ -128,7 +128,7 @@ def doctor(home: Home) -> dict[str, Any]:
     if history.get("quarantined"):
         warnings.append(_finding("spool_quarantine", f"{history['quarantined']} spool records "
                                  "could not be folded and were quarantined",
-                                 f"ls {Path(home.spool_dir) / 'quarantine'}"))
+                                 f"ls {os.path.join(home.spool_location, 'quarantine')}"))
     legacy = settings["legacy_engine"]["path"]
     return {
         "ok": not blockers,

@@ -49,3 +49,12 @@ def test_the_core_never_loads_ui_or_dataframes() -> None:
 def test_analytics_never_loads_the_ui() -> None:
     loaded = loaded_after("import requiem.analytics")
     assert "textual" not in loaded and "polars" in loaded  # it really imported its own stack
+
+
+def test_a_plain_health_with_a_warm_probe_cache_stays_light(tmp_path: Path) -> None:
+    # health is the handshake scripts poll: its cold start is a benchmark goal (issue 2).
+    argv = ["--home", str(tmp_path / "h"), "health"]
+    code = f"from requiem.cli import main\nmain({argv!r})"
+    loaded_after(code)  # the first run probes the sandbox and caches the findings in the home
+    extra = ("argparse", "typing", "pathlib", "ctypes", "subprocess")
+    assert loaded_after(code, extra) == []

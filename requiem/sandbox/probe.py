@@ -16,7 +16,6 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 
 from requiem.sandbox.base import LaunchSpec, SandboxReport
 from requiem.sandbox.plan import bwrap_plan, choose, zygote_plan
@@ -25,7 +24,7 @@ TYPE_CHECKING = False  # typing is for checkers only: importing it costs every c
 if TYPE_CHECKING:
     from typing import Any
 
-_HERE = Path(__file__).parent
+_HERE = os.path.dirname(os.path.abspath(__file__))
 _CACHE_FILE = "sandbox-probe.json"
 _CACHE_TTL_S = 600
 _KEY_FILES = ("/proc/sys/kernel/random/boot_id", "/proc/sys/user/max_user_namespaces",
@@ -54,7 +53,8 @@ def _stat(path: str | None) -> str:
 def _cache_key(tools: dict[str, str | None]) -> list[str]:
     status = [line for line in _read("/proc/self/status").splitlines()
               if line.startswith(("Seccomp", "NoNewPrivs", "CapBnd", "CapEff"))]
-    code = [_stat(str(p)) for p in sorted(_HERE.glob("_*.py"))]
+    code = [_stat(os.path.join(_HERE, name)) for name in sorted(os.listdir(_HERE))
+            if name.startswith("_") and name.endswith(".py")]
     return [*os.uname(), sys.executable, f"{os.geteuid()}:{os.getegid()}", *status,
             os.readlink("/proc/self/ns/user"), *(_read(p) for p in _KEY_FILES),
             *(_stat(path) for path in tools.values()), *code]
@@ -107,10 +107,11 @@ def probe(cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
             return _cached
         tools = {name: _which(name) for name in ("bwrap", "prlimit", "setpriv")}
         key = _cache_key(tools)
-        path = Path(cache_dir) / _CACHE_FILE if cache_dir else None
+        path = os.path.join(cache_dir, _CACHE_FILE) if cache_dir else None
         if path is not None:
             try:
-                doc = json.loads(path.read_text())
+                with open(path, encoding="utf-8") as handle:
+                    doc = json.loads(handle.read())
                 if doc["key"] == key and 0 <= time.time() - doc["at"] < _CACHE_TTL_S:
                     _cached = {**doc["probe"], "cached": True}
                     return _cached
@@ -119,9 +120,10 @@ def probe(cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         result = _run(tools)
         if path is not None:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}")
-                tmp.write_text(json.dumps({"key": key, "at": time.time(), "probe": result}))
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                tmp = os.path.join(os.path.dirname(path), f".{_CACHE_FILE}.{os.getpid()}")
+                with open(tmp, "w", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"key": key, "at": time.time(), "probe": result}))
                 os.replace(tmp, path)
             except OSError:
                 pass  # a read-only home only costs the next process another probe
