@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from contextlib import contextmanager
-from pathlib import Path
 
 from requiem import canonical
 from requiem.engines import Session, Ticket
@@ -107,7 +106,8 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
     if not 1 <= jobs <= MAX_JOBS:
         raise RequiemError(INVALID_REQUEST, f"--jobs must be between 1 and {MAX_JOBS}")
     try:
-        lines = Path(requests_path).read_bytes().splitlines()
+        with open(requests_path, "rb") as handle:
+            lines = handle.read().splitlines()
     except OSError as exc:
         raise RequiemError(INVALID_REQUEST, f"cannot read {requests_path}: {exc.strerror}") from None
     session = Session(home, group_commit=True)
