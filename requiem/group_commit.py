@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 from requiem import spool
 from requiem.cas import Cas
@@ -35,7 +34,7 @@ class GroupCommit:
     away from the objects the record names.
     """
 
-    def __init__(self, cas: Cas, spool_dir: Path) -> None:
+    def __init__(self, cas: Cas, spool_dir: str | os.PathLike[str]) -> None:
         self._cas = cas
         self._spool_dir = spool_dir
         self._pending: list[tuple[str, dict[str, Any]]] = []
