@@ -58,3 +58,13 @@ def test_a_plain_health_with_a_warm_probe_cache_stays_light(tmp_path: Path) -> N
     loaded_after(code)  # the first run probes the sandbox and caches the findings in the home
     extra = ("argparse", "typing", "pathlib", "ctypes", "subprocess")
     assert loaded_after(code, extra) == []
+
+
+def test_an_exec_batch_skips_what_only_other_commands_need(tmp_path: Path) -> None:
+    lines = tmp_path / "r.jsonl"
+    lines.write_text(json.dumps({"command": "true", "workspace_root": str(tmp_path),
+                                 "policy": {"sandbox": {"backend": "none"}}}) + "\n")
+    argv = ["--home", str(tmp_path / "h"), "exec", "batch", "--requests", str(lines), "--out",
+            str(tmp_path / "o.jsonl")]
+    extra = ("typing", "pathlib", "ctypes", "concurrent.futures", "logging")
+    assert loaded_after(f"from requiem.cli import main\nmain({argv!r})", extra) == []
