@@ -32,6 +32,8 @@ __all__ = ["Cas", "CasWriter", "ObjectInfo", "check_digest", "ENCODINGS", "HEADE
 
 # Objects a group commit may hold unsynced at once (one descriptor each).
 MAX_DEFERRED = 256
+# Empty temp files a group commit keeps ready (each holds a descriptor).
+MAX_SPARE_TEMPS = 64
 # A temp file whose writer died is garbage; one whose writer lives is a put in progress.
 _STALE_TEMP_SECONDS = 24 * 3600
 
@@ -96,6 +98,23 @@ class Cas:
                 return self._spare_temps.pop()
         path = self._new_temp_path()
         return path, open(path, "x+b", buffering=0)
+
+    def _recycle_temp(self, path: str, handle: IO[bytes]) -> bool:
+        """Keep an unpublished temp file, emptied, for the next object (a group commit's spares).
+
+        A batch's empty captures would otherwise cost a create and an unlink each per run. Only
+        for a file no other process can still write (a capture a stray may hold is detached).
+        """
+        with self._deferred_lock:
+            if self._deferred is None or len(self._spare_temps) >= MAX_SPARE_TEMPS:
+                return False
+            try:
+                os.ftruncate(handle.fileno(), 0)
+                handle.seek(0)
+            except OSError:
+                return False
+            self._spare_temps.append((path, handle))
+            return True
 
     def _discard_temp(self, path: str) -> None:
         """Remove a temp file now, or leave it to the group commit's flusher."""

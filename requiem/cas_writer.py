@@ -186,7 +186,7 @@ class CasWriter:
             final = self._cas._object_file(digest)
             existing = self._cas._existing(digest, final)
             if existing is not None:
-                self.abort()
+                self._recycle()
                 return existing
             stored_hash = self._stored_hash.hexdigest() if self._stored_hash else digest
             info = ObjectInfo(
@@ -213,6 +213,18 @@ class CasWriter:
         except BaseException:
             self.abort()
             raise
+
+    def _recycle(self) -> None:
+        """Give the unneeded temp file back to the store for reuse, else discard it.
+
+        Safe: the file is ours alone (a capture a stray of the run may hold was detached).
+        """
+        if not self._closed and self._path is not None and self._cas._recycle_temp(self._path,
+                                                                                   self._file):
+            self._closed = True
+            self._path = None
+            return
+        self.abort()
 
     def abort(self) -> None:
         """Discard the temp file; safe to call more than once."""
