@@ -106,6 +106,7 @@ def fold_some(con: Any, spool_dir: Path, counts: dict[str, int], limit: int | No
     Returns whether anything was taken, so a caller looping over a backlog stops.
     """
     seal_active(spool_dir)
+    spool.sweep_dead_temps(spool_dir)
     taken: list[Segment] = []
     size = 0
     for name in spool.segment_names(spool_dir):

@@ -197,6 +197,29 @@ def _create(spool_dir: StrPath, path: StrPath, data: bytes) -> bool:
         os.close(fd)
 
 
+def sweep_dead_temps(spool_dir: StrPath) -> int:
+    """Remove the private temp files of writers that died creating a segment; return how many."""
+    from requiem.cas import pid_alive
+
+    removed = 0
+    try:
+        names = os.listdir(spool_dir)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        parts = name.split(".")  # "", pid, hex, "tmp": as _create names them
+        if len(parts) != 4 or parts[0] or parts[3] != "tmp" or not parts[1].isdigit():
+            continue
+        if pid_alive(int(parts[1])):
+            continue
+        try:
+            os.unlink(os.path.join(spool_dir, name))
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def _fsync_dir(directory: StrPath) -> None:
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -396,3 +396,15 @@ def history_fold_count(home: Path) -> tuple[int, int]:
 
     folded = ingest(Home.resolve(str(home)))["folded"]
     return folded, _count(home, "executions")
+
+
+def test_ingest_sweeps_temp_files_of_writers_that_died_creating_a_segment(cli, home: Path) -> None:
+    spool_dir = home / "spool"
+    write_executions(spool_dir, 2)
+    orphan = spool_dir / ".4194303.0a1b2c3d4e5f.tmp"  # pid_max on Linux: no live process
+    orphan.write_bytes(b'{"id":"')
+    mine = spool_dir / f".{os.getpid()}.0a1b2c3d4e5f.tmp"  # a live writer's file stays
+    mine.write_bytes(b'{"id":"')
+    got = cli("history", "ingest")
+    assert got.returncode == 0 and got.json["folded"] == 2, got.stdout
+    assert not orphan.exists() and mine.exists()
