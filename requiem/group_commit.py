@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 # Runs wait for the flusher beyond this many records, so memory stays bounded.
 MAX_PENDING = 1024
+# How long the flusher waits for a fuller group, and the group size that ends the wait early.
 LINGER_SECONDS = 0.02
 GROUP_TARGET = 64
 
@@ -27,11 +28,12 @@ class GroupCommit:
     the spool directory). Here the store publishes objects unsynced, and a flusher thread
     fsyncs them and then appends every waiting record with one fdatasync, while the next run
     goes on. The flusher lingers up to LINGER_SECONDS for a group of GROUP_TARGET records: a
-    group per run would cost an fdatasync and a GIL handover each. A batch hands out results only after the last flush, so every result it returns
-    has a durable record (a batch terminated midway flushes what it queued; one killed with
-    SIGKILL loses the queued records of runs whose results it never returned). From a run's first
-    record until the flush that writes it, a shared hold of the GC guard keeps a collector
-    away from the objects the record names.
+    group per run would cost an fdatasync and a GIL handover each. A batch hands out results
+    only after the last flush, so every result it returns has a durable record (a batch
+    terminated midway flushes what it queued; one killed with SIGKILL loses the queued records
+    of runs whose results it never returned). From a run's first record until the flush that
+    writes it, a shared hold of the GC guard keeps a collector away from the objects the record
+    names.
     """
 
     def __init__(self, cas: Cas, spool_dir: str | os.PathLike[str]) -> None:

@@ -272,7 +272,10 @@ class Launch:
         self._stdout: CasWriter | None = None
         self._stderr: CasWriter | None = None
         self._child: sandbox.Child | None = None
-        self._outcome: dict[str, Any] = {}
+        # Set by collect(): why the command ended, how, and the exit code the result reports.
+        self._reason = ""
+        self._exit: sandbox.Exit | None = None
+        self._exit_code: int | None = None
         self._output_digests: dict[str, str | None] = {}
 
     def spawn(self) -> None:
@@ -373,7 +376,7 @@ class Launch:
             child.kill_tree()
         if exit_info is None:
             exit_info = child.wait(None)
-        self._outcome = {"reason": reason, "exit": exit_info}
+        self._reason, self._exit = reason, exit_info
         # From the first object stored until the record names it, a GC must wait.
         self._held.enter_context(write_guard(self.runner.cas.root))
         exit_code = None
@@ -381,7 +384,7 @@ class Launch:
             # A death by signal N is exit code 128+N, the shell's convention: bwrap can only report
             # it that way, so every backend does, and the digest cannot depend on the backend.
             exit_code = exit_info.exit_code if exit_info.signal is None else 128 + exit_info.signal
-        self._outcome["exit_code"] = exit_code
+        self._exit_code = exit_code
         self.trace.add("exit", exit_code=exit_code, termination_reason=reason)
         for path, where in sorted(self._output_paths.items()):
             self._output_digests[path] = self._collect_output(path, where)
@@ -411,8 +414,8 @@ class Launch:
     def finish(self, on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Store the captured streams and build the result; on_result records it."""
         request, report, trace = self.request, self.report, self.trace
-        reason, exit_info, exit_code = (self._outcome["reason"], self._outcome["exit"],
-                                        self._outcome["exit_code"])
+        reason, exit_info, exit_code = self._reason, self._exit, self._exit_code
+        assert exit_info is not None, "finish() before collect()"
         streams = {}
         for name, writer in (("stdout", self._stdout), ("stderr", self._stderr)):
             assert writer is not None
@@ -481,7 +484,7 @@ class Launch:
     def close(self) -> None:
         """Release everything the run holds: a live command, its captures, guard and lease."""
         try:
-            if self._child is not None and not self._outcome:
+            if self._child is not None and self._exit is None:
                 self._child.kill_tree()
         finally:
             for writer in (self._stdout, self._stderr):

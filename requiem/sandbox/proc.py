@@ -38,12 +38,13 @@ def _prctl(option: int, value: int) -> bool:
 
 
 _devnull: list[int] = []
+_devnull_lock = threading.Lock()
 
 
 def devnull() -> int:
     """A read-only /dev/null descriptor kept for the process: every child's stdin."""
     if not _devnull:
-        with _subreaper_lock:
+        with _devnull_lock:
             if not _devnull:
                 _devnull.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
     return _devnull[0]
