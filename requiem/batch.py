@@ -7,7 +7,7 @@ import os
 from contextlib import contextmanager
 
 from requiem import canonical
-from requiem.engines import Session, Ticket
+from requiem.engines import HANDED_OFF, Session, Ticket
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 from requiem.home import Home
 
@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from typing import Any, Iterator
 
 MAX_JOBS = 64
+# From this many requests a batch finishes its runs in a second process (requiem.finisher):
+# forking it costs a few milliseconds, a second core pays that back within a few dozen runs.
+# REQUIEM_BATCH_FINISHER=always|never overrides the choice.
+FINISHER_MIN_REQUESTS = 32
 
 
 @contextmanager
@@ -39,7 +43,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _submit_line(session: Session, line: bytes, engine: str | None,
-                 behind: Ticket | None) -> Ticket:
+                 behind: Ticket | None, slot: int) -> Ticket:
     """Start one JSONL line's request; `behind` (this worker's previous run) settles meanwhile."""
     try:
         document = canonical.loads(line)
@@ -47,7 +51,7 @@ def _submit_line(session: Session, line: bytes, engine: str | None,
         if behind is not None:
             behind.result()  # its GC guard goes before the refusal's record takes one
         return Ticket.ready(session.refuse(exc, engine))
-    return session.submit(document, engine, behind=behind)
+    return session.submit(document, engine, behind=behind, slot=slot)
 
 
 def _in_order(session: Session, lines: list[bytes], engine: str | None) -> list[Ticket]:
@@ -56,8 +60,8 @@ def _in_order(session: Session, lines: list[bytes], engine: str | None) -> list[
     The last run is settled by the session's close, on an interrupt too.
     """
     tickets: list[Ticket] = []
-    for line in lines:
-        tickets.append(_submit_line(session, line, engine, tickets[-1] if tickets else None))
+    for slot, line in enumerate(lines):
+        tickets.append(_submit_line(session, line, engine, tickets[-1] if tickets else None, slot))
     return tickets
 
 
@@ -80,7 +84,8 @@ def _in_parallel(session: Session, lines: list[bytes], engine: str | None,
                     index = next(order, None)
                 if index is None:
                     return
-                behind = tickets[index] = _submit_line(session, lines[index], engine, behind)
+                behind = tickets[index] = _submit_line(session, lines[index], engine, behind,
+                                                       index)
         except BaseException as exc:
             failures.append(exc)
             stop.set()
@@ -100,6 +105,13 @@ def _in_parallel(session: Session, lines: list[bytes], engine: str | None,
     return [ticket for ticket in tickets if ticket is not None]
 
 
+def _wants_finisher(requests: int) -> bool:
+    choice = os.environ.get("REQUIEM_BATCH_FINISHER", "auto")
+    if choice in ("always", "never"):
+        return choice == "always"
+    return requests >= FINISHER_MIN_REQUESTS
+
+
 def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
               engine: str | None = None) -> dict[str, Any]:
     """Run every line of a JSONL file; write results in input order; summarise."""
@@ -110,15 +122,34 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
             lines = handle.read().splitlines()
     except OSError as exc:
         raise RequiemError(INVALID_REQUEST, f"cannot read {requests_path}: {exc.strerror}") from None
-    session = Session(home, group_commit=True)
     work = [line for line in lines if line.strip()]
+    finisher = None
+    if _wants_finisher(len(work)):
+        from requiem.finisher import Finisher
+
+        finisher = Finisher(home)  # forked before this process starts any thread
     try:
-        with _terminate_as_interrupt():
-            tickets = (_in_order(session, work, engine) if jobs == 1
-                       else _in_parallel(session, work, engine, jobs))
-            results = [ticket.result() for ticket in tickets]
+        session = Session(home, group_commit=True, finisher=finisher)
+        try:
+            with _terminate_as_interrupt():
+                tickets = (_in_order(session, work, engine) if jobs == 1
+                           else _in_parallel(session, work, engine, jobs))
+                results = [ticket.result() for ticket in tickets]
+        finally:
+            session.close()  # flushes the queued records, on an interrupt too
+        if finisher is None:
+            return write_results(results, out_path)
+        for slot, result in enumerate(results):
+            if result is not HANDED_OFF:
+                finisher.hand_ready(slot, result)
+        return finisher.finish(len(results), out_path)
     finally:
-        session.close()  # flushes the queued records, on an interrupt too
+        if finisher is not None:
+            finisher.abort()  # after an interrupt or failure: it records what it was handed
+
+
+def write_results(results: list[dict[str, Any]], out_path: str) -> dict[str, Any]:
+    """The results file, one JSON line per request in input order (atomic); the summary."""
     temp = f"{out_path}.{os.getpid()}.part"
     try:
         with open(temp, "w", encoding="utf-8") as handle:

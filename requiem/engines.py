@@ -17,10 +17,13 @@ from requiem.spool import write_record
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
     from typing import Any, Callable
+    from requiem.finisher import Finisher
     from requiem.group_commit import GroupCommit
-    from requiem.runner import Launch
+    from requiem.runner import Launch, Outcome
 
 ENGINE_NAMES = ("requiem", "rust", "dual")
+# The result of a run handed to a batch's finishing process (its result is built there).
+HANDED_OFF: dict[str, Any] = {"handed_off": True}
 
 
 class RequiemEngine:
@@ -126,7 +129,8 @@ class Ticket:
 class Session:
     """One process's engines over one home: runs requests, records history, reuses backends."""
 
-    def __init__(self, home: Home, group_commit: bool = False) -> None:
+    def __init__(self, home: Home, group_commit: bool = False,
+                 finisher: Finisher | None = None) -> None:
         from requiem.config import load_config
 
         self.home = home
@@ -141,6 +145,8 @@ class Session:
         self._native = RequiemEngine(self.cas, required=self._required(),
                                      probe_cache=home.root_location, protected=self._protected())
         self._perturbed: RequiemEngine | None = None
+        # A batch's finishing process: native runs given a slot are finished there.
+        self._finisher = finisher
         self._unsettled: list[Ticket] = []
         self._unsettled_lock = threading.Lock()
 
@@ -210,8 +216,11 @@ class Session:
         return self.submit(document, engine).result()
 
     def submit(self, document: Any, engine: str | None = None,
-               behind: Ticket | None = None) -> Ticket:
+               behind: Ticket | None = None, slot: int | None = None) -> Ticket:
         """Start one request; its ticket gives the result. `behind` is settled meanwhile.
+
+        With a finisher, a native run's ticket gives HANDED_OFF: its result is built, recorded
+        and written in the finishing process, in `slot`.
 
         A batch passes the previous run's ticket: that run's bookkeeping (streams, digests,
         record) is done while this run's command runs. The run behind holds the GC guard until
@@ -258,25 +267,49 @@ class Session:
         except BaseException:
             launch.close()
             raise
-        ticket = Ticket(lambda: self._finish_native(launch, request, document))
+        ticket = Ticket(lambda: self._finish_native(launch, request, document, slot))
         with self._unsettled_lock:
             # Kept until settled, so close() finishes it even if the caller never got it back.
             self._unsettled = [t for t in self._unsettled if not t.settled] + [ticket]
         return ticket
+
+    def finish_outcome(self, outcome: Outcome) -> dict[str, Any]:
+        """Build, store and record the result of a run collected by another process.
+
+        The caller holds the run's GC guard (the descriptor the batch process handed over).
+        """
+        from requiem.runner import result_of
+
+        request = outcome.request
+        result = result_of(outcome)
+        try:
+            self._record_execution(request, result, "requiem", dual_run=False)
+        except RequiemError as exc:
+            self._write_refusal(request.document, request, exc, "requiem")
+            return exc.to_json()
+        return result
 
     def _take_unsettled(self) -> list[Ticket]:
         with self._unsettled_lock:
             unsettled, self._unsettled = self._unsettled, []
         return [t for t in unsettled if not t.settled]
 
-    def _finish_native(self, launch: Launch, request: Request, document: Any) -> dict[str, Any]:
+    def _finish_native(self, launch: Launch, request: Request, document: Any,
+                       slot: int | None) -> dict[str, Any]:
+        finisher = self._finisher if slot is not None else None
         try:
-            return launch.finish(
-                lambda r: self._record_execution(request, r, "requiem", dual_run=False))
-        except RequiemError as exc:
-            launch.close()  # lets go of the guard the refusal's record takes again
-            self._record_refusal(document, request, exc, "requiem")
-            return exc.to_json()
+            try:
+                if finisher is None:
+                    return launch.finish(
+                        lambda r: self._record_execution(request, r, "requiem", dual_run=False))
+                outcome = launch.outcome()
+            except RequiemError as exc:
+                launch.close()  # lets go of the guard the refusal's record takes again
+                self._record_refusal(document, request, exc, "requiem")
+                return exc.to_json()
+            # Outside the refusal handling: a finisher gone fails the batch, not this run.
+            finisher.hand_run(slot, outcome, launch.guard_descriptor())  # type: ignore[arg-type]
+            return HANDED_OFF
         finally:
             launch.close()
 

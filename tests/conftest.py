@@ -66,3 +66,11 @@ def cli(home: Path):
         return run_cli(*args, home=home, **kwargs)
 
     return _run
+
+
+@pytest.fixture(params=["in-process", "finishing-process"])
+def batch_finisher(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a batch test twice: runs finished in the batch process, and in a finishing process."""
+    monkeypatch.setenv("REQUIEM_BATCH_FINISHER",
+                       "never" if request.param == "in-process" else "always")
+    return request.param

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import blake3
 
+import pytest
+
 from tests.conftest import run_cli
 from tests.test_exec import PLAIN
 
@@ -21,6 +23,7 @@ def _run_batch(home: Path, tmp_path: Path, requests: list[dict], failed: int = 0
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
+@pytest.mark.usefixtures("batch_finisher")
 def test_each_output_is_captured_before_the_next_command_rewrites_it(home: Path,
                                                                       tmp_path: Path) -> None:
     ws = tmp_path / "ws"
@@ -35,6 +38,7 @@ def test_each_output_is_captured_before_the_next_command_rewrites_it(home: Path,
         assert result["output_digests"] == {"out.txt": blake3.blake3(expected.encode()).hexdigest()}
 
 
+@pytest.mark.usefixtures("batch_finisher")
 def test_a_directory_made_by_one_request_is_the_next_ones_cwd(home: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -46,6 +50,7 @@ def test_a_directory_made_by_one_request_is_the_next_ones_cwd(home: Path, tmp_pa
     assert results[1]["stdout"] == f"{ws.resolve()}/made\n"
 
 
+@pytest.mark.usefixtures("batch_finisher")
 def test_a_batch_result_is_the_single_run_result(home: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -62,6 +67,7 @@ def test_a_batch_result_is_the_single_run_result(home: Path, tmp_path: Path) -> 
 
 
 
+@pytest.mark.usefixtures("batch_finisher")
 def test_each_capture_holds_only_its_own_bytes(home: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -82,6 +88,7 @@ def test_each_capture_holds_only_its_own_bytes(home: Path, tmp_path: Path) -> No
         assert got.returncode == 0 and (tmp_path / "got").read_text() == result["stdout"]
 
 
+@pytest.mark.usefixtures("batch_finisher")
 def test_refusals_and_leased_runs_between_runs_keep_order_and_records(home: Path,
                                                                       tmp_path: Path) -> None:
     ws = tmp_path / "ws"
@@ -113,6 +120,7 @@ def test_refusals_and_leased_runs_between_runs_keep_order_and_records(home: Path
     assert ingest.returncode == 0 and ingest.json["folded"] == 6, ingest.stdout
 
 
+@pytest.mark.usefixtures("batch_finisher")
 def test_parallel_jobs_keep_input_order_and_record_every_run(home: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -185,6 +193,7 @@ def test_a_ticket_raises_its_failure_on_every_ask() -> None:
     assert attempts == [1]
 
 
+@pytest.mark.usefixtures("batch_finisher")
 def test_an_escapee_cannot_write_into_a_stored_capture(home: Path, tmp_path: Path) -> None:
     """With another run live, a plain run's setsid escapee may outlive it (its session is not
     the run's) still holding the capture file: the object must be published from a copy."""

@@ -31,6 +31,7 @@ def _named_digests(result: dict) -> set[str]:
     return names | {d for d in (result.get("output_digests") or {}).values() if d}
 
 
+@pytest.mark.usefixtures("batch_finisher")
 def test_a_batch_records_every_run_and_every_refusal(home: Path, tmp_path: Path) -> None:
     lines = _batch_file(tmp_path / "r.jsonl", tmp_path, 40)
     with open(lines, "a") as handle:
@@ -52,6 +53,7 @@ def test_a_batch_records_every_run_and_every_refusal(home: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("batch_finisher")
 def test_a_gc_racing_a_batch_never_deletes_what_its_results_name(home: Path,
                                                                 tmp_path: Path) -> None:
     lines = _batch_file(tmp_path / "r.jsonl", tmp_path, 600, tag="racing")
@@ -77,6 +79,7 @@ def test_a_gc_racing_a_batch_never_deletes_what_its_results_name(home: Path,
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("batch_finisher")
 def test_a_terminated_batch_still_records_the_runs_it_finished(home: Path, tmp_path: Path) -> None:
     import signal
 
@@ -103,6 +106,7 @@ def test_a_terminated_batch_still_records_the_runs_it_finished(home: Path, tmp_p
         range(len(records)))  # every run that finished, in order, none lost
 
 
+@pytest.mark.usefixtures("batch_finisher")
 def test_a_history_that_cannot_be_written_fails_the_batch_cleanly(home: Path,
                                                                   tmp_path: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
