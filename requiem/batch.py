@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 
 from requiem import canonical
-from requiem.engines import HANDED_OFF, Session, Ticket
+from requiem.engines import HANDED_OFF, Session, Ticket, result_line
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 from requiem.home import Home
 
@@ -138,7 +137,8 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
         finally:
             session.close()  # flushes the queued records, on an interrupt too
         if finisher is None:
-            return write_results(results, out_path)
+            return write_results([result_line(r) for r in results],
+                                 sum(1 for r in results if r.get("ok") is not True), out_path)
         for slot, result in enumerate(results):
             if result is not HANDED_OFF:
                 finisher.hand_ready(slot, result)
@@ -148,16 +148,14 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
             finisher.abort()  # after an interrupt or failure: it records what it was handed
 
 
-def write_results(results: list[dict[str, Any]], out_path: str) -> dict[str, Any]:
+def write_results(lines: list[bytes], failed: int, out_path: str) -> dict[str, Any]:
     """The results file, one JSON line per request in input order (atomic); the summary."""
     temp = f"{out_path}.{os.getpid()}.part"
     try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            for result in results:
-                handle.write(json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n")
+        with open(temp, "wb") as handle:
+            handle.writelines(lines)
         os.replace(temp, out_path)
     except OSError as exc:
         raise RequiemError(QUOTA_EXCEEDED, f"cannot write {out_path}: {exc.strerror}") from None
-    failed = sum(1 for r in results if r.get("ok") is not True)
-    return {"ok": failed == 0, "requests": len(results), "succeeded": len(results) - failed,
+    return {"ok": failed == 0, "requests": len(lines), "succeeded": len(lines) - failed,
             "failed": failed, "out": os.path.abspath(out_path)}

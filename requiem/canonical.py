@@ -125,16 +125,37 @@ def _plain(value: Any) -> bool:
     """True when the stdlib encoder's sorted, compact output is already RFC 8785.
 
     The two differ only on floats (ES number formatting) and on keys outside the BMP (UTF-16
-    sort order); strings escape identically. Digested documents rarely hold either.
+    sort order); strings escape identically. Digested documents rarely hold either. A loop
+    over a stack, exact types first: every digest of every run walks its document here.
     """
-    if isinstance(value, str) or value is None or isinstance(value, (bool, int)):
-        return not isinstance(value, int) or abs(value) <= _MAX_SAFE_INTEGER
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and (k.isascii() or max(k) < "\U00010000") and _plain(v)
-                   for k, v in value.items())
-    if isinstance(value, list):
-        return all(_plain(v) for v in value)
-    return False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is dict:
+            for key in item:
+                if type(key) is not str or not (key.isascii() or max(key) < "\U00010000"):
+                    return False
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is int:
+            if not -_MAX_SAFE_INTEGER <= item <= _MAX_SAFE_INTEGER:
+                return False
+        elif isinstance(item, str):
+            continue  # a subclass: encoded as its base
+        elif isinstance(item, int):  # bool and IntEnum too
+            if not -_MAX_SAFE_INTEGER <= item <= _MAX_SAFE_INTEGER:
+                return False
+        elif isinstance(item, dict):
+            stack.append(dict(item))
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            return False  # floats above all: rfc8785 formats them
+    return True
 
 
 def dumps(value: Any) -> bytes:

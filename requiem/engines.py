@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 ENGINE_NAMES = ("requiem", "rust", "dual")
 # The result of a run handed to a batch's finishing process (its result is built there).
 HANDED_OFF: dict[str, Any] = {"handed_off": True}
+
+
+def result_line(result: dict[str, Any]) -> bytes:
+    """One result as a line of a batch's results file."""
+    return json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 class RequiemEngine:
@@ -130,7 +136,7 @@ class Session:
     """One process's engines over one home: runs requests, records history, reuses backends."""
 
     def __init__(self, home: Home, group_commit: bool = False,
-                 finisher: Finisher | None = None) -> None:
+                 finisher: Finisher | None = None, flusher_thread: bool = True) -> None:
         from requiem.config import load_config
 
         self.home = home
@@ -141,7 +147,7 @@ class Session:
         if group_commit:
             from requiem.group_commit import GroupCommit
 
-            self._group = GroupCommit(self.cas, home.spool_location)
+            self._group = GroupCommit(self.cas, home.spool_location, threaded=flusher_thread)
         self._native = RequiemEngine(self.cas, required=self._required(),
                                      probe_cache=home.root_location, protected=self._protected())
         self._perturbed: RequiemEngine | None = None
@@ -273,8 +279,9 @@ class Session:
             self._unsettled = [t for t in self._unsettled if not t.settled] + [ticket]
         return ticket
 
-    def finish_outcome(self, outcome: Outcome) -> dict[str, Any]:
-        """Build, store and record the result of a run collected by another process.
+    def finish_outcome(self, outcome: Outcome) -> tuple[bool, bytes]:
+        """Build, store and record the result of a run collected by another process; return
+        whether it succeeded and its results-file line.
 
         The caller holds the run's GC guard (the descriptor the batch process handed over).
         """
@@ -283,11 +290,23 @@ class Session:
         request = outcome.request
         result = result_of(outcome)
         try:
-            self._record_execution(request, result, "requiem", dual_run=False)
+            stored = self._record_execution(request, result, "requiem", dual_run=False)
         except RequiemError as exc:
             self._write_refusal(request.document, request, exc, "requiem")
-            return exc.to_json()
-        return result
+            return False, result_line(exc.to_json())
+        # The stored result is the line but for the result object's own digest: no second encoding.
+        return result["ok"] is True, b"%s,\"result_object\":\"%s\"}\n" % (
+            stored[:-1], result["result_object"].encode())
+
+    @property
+    def records_pending(self) -> int:
+        """Records queued in the group commit, not yet written."""
+        return self._group.pending if self._group is not None else 0
+
+    def flush_records(self) -> None:
+        """Write the queued records now (a group commit without its flusher thread)."""
+        if self._group is not None and self._group.pending:
+            self._group.flush()
 
     def _take_unsettled(self) -> list[Ticket]:
         with self._unsettled_lock:
@@ -399,10 +418,12 @@ class Session:
         return self.cas.put_bytes(canonical.stable_dumps(document)).digest
 
     def _record_execution(self, request: Request, result: dict[str, Any], engine: str,
-                          dual_run: bool) -> None:
+                          dual_run: bool) -> bytes:
+        """Store the request and result objects and spool the record; return the stored result."""
         result["request_object"] = self._store_json(contract.redacted_document(request.document))
-        result["result_object"] = self._store_json(
+        stored = canonical.stable_dumps(
             {k: v for k, v in result.items() if k not in ("result_object", "dual_run")})
+        result["result_object"] = self.cas.put_bytes(stored).digest
         self._spool("execution", {
             "engine": engine,
             "request_id": result.get("request_id", request.request_id),
@@ -429,6 +450,7 @@ class Session:
             "dual_run": dual_run,
             "queue_full": False,
         })
+        return stored
 
     def _record_refusal(self, document: Any, request: Request | None, exc: RequiemError,
                         engine: str) -> None:

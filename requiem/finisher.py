@@ -13,11 +13,12 @@ batch killed outright loses no handed run's record.
 
 from __future__ import annotations
 
+import marshal
 import os
-import pickle
 import signal
 import socket
 import struct
+import sys
 import threading
 
 from requiem.errors import ERROR_CODES, INVALID_REQUEST, RequiemError
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 _FRAME = struct.Struct("<IB")  # payload length, descriptors carried
 _RUN, _READY, _END = "run", "ready", "end"
+# Below malloc's mmap threshold: a larger read buffer costs an mmap and munmap every read.
+_READ_SIZE = 64 << 10
 
 
 class FinisherGone(RequiemError):
@@ -61,7 +64,7 @@ class Finisher:
 
     def hand_run(self, slot: int, outcome: Outcome, guard: int) -> None:
         """Hand over a collected run and a copy of its GC-guard descriptor."""
-        self._send((_RUN, slot, outcome), [guard])
+        self._send((_RUN, slot, outcome.to_wire()), [guard])
 
     def hand_ready(self, slot: int, result: dict[str, Any]) -> None:
         """Hand over a result finished here (a refusal, a dual or legacy run)."""
@@ -81,7 +84,7 @@ class Finisher:
             self._close()
 
     def _send(self, message: tuple[Any, ...], fds: list[int]) -> None:
-        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        data = marshal.dumps(message)
         frame = _FRAME.pack(len(data), len(fds)) + data
         try:
             with self._sending:
@@ -108,8 +111,8 @@ class Finisher:
             while chunk := self._socket.recv(1 << 16):
                 chunks.append(chunk)
             if chunks:
-                reply = pickle.loads(b"".join(chunks))
-        except (OSError, EOFError, pickle.UnpicklingError):
+                reply = marshal.loads(b"".join(chunks))
+        except (OSError, EOFError, ValueError, TypeError):
             reply = None
         finally:
             self._socket.close()
@@ -144,8 +147,8 @@ class _Frames:
                 fds, self._fds = self._fds[:count], self._fds[count:]
                 data = bytes(self._buffer[_FRAME.size:_FRAME.size + size])
                 del self._buffer[:_FRAME.size + size]
-                yield pickle.loads(data), fds
-            data, fds, _flags, _address = socket.recv_fds(self._socket, 1 << 18, 64)
+                yield marshal.loads(data), fds
+            data, fds, _flags, _address = socket.recv_fds(self._socket, _READ_SIZE, 64)
             self._fds += fds
             if not data:
                 self.discard()
@@ -158,7 +161,7 @@ class _Frames:
         try:
             self._socket.shutdown(socket.SHUT_RD)  # the batch process's next send fails
             while True:
-                data, fds, _flags, _address = socket.recv_fds(self._socket, 1 << 18, 64)
+                data, fds, _flags, _address = socket.recv_fds(self._socket, _READ_SIZE, 64)
                 self._fds += fds
                 if not data:
                     break
@@ -171,13 +174,17 @@ class _Frames:
 
 def _serve(sock: socket.socket, home: Home) -> int:
     """The finishing process: finish each handed run; after the last flush, the results file."""
-    from requiem.engines import Session
+    from requiem.engines import Session, result_line
+    from requiem.runner import Outcome
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the batch process decides when we stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    results: dict[int, dict[str, Any]] = {}
+    results: dict[int, tuple[bool, bytes]] = {}  # slot: (succeeded, results-file line)
     end: tuple[int, str] | None = None
     reply: dict[str, Any] | None = None
+    # The group commit's flusher thread waits on fsyncs; between them it needs the GIL back
+    # from this busy thread at once, not after the default 5 ms.
+    sys.setswitchinterval(0.0002)
     frames = _Frames(sock)
     try:
         session = Session(home, group_commit=True)
@@ -185,9 +192,9 @@ def _serve(sock: socket.socket, home: Home) -> int:
             for (kind, slot, payload), fds in frames:
                 try:
                     if kind == _RUN:
-                        results[slot] = session.finish_outcome(payload)
+                        results[slot] = session.finish_outcome(Outcome.from_wire(payload))
                     elif kind == _READY:
-                        results[slot] = payload
+                        results[slot] = payload.get("ok") is True, result_line(payload)
                     elif kind == _END:
                         end = slot, payload
                         break
@@ -200,14 +207,16 @@ def _serve(sock: socket.socket, home: Home) -> int:
             from requiem.batch import write_results
 
             count, out_path = end
-            reply = write_results([results[slot] for slot in range(count)], out_path)
+            ordered = [results[slot] for slot in range(count)]
+            reply = write_results([line for _, line in ordered],
+                                  sum(1 for ok, _ in ordered if not ok), out_path)
     except RequiemError as exc:
         reply = {"error_code": exc.code, "message": exc.message}
     except Exception as exc:  # said to the batch process, which raises it there
         reply = {"error_code": INVALID_REQUEST, "message": f"finishing process: {exc!r}"}
     if reply is not None:
         try:
-            sock.sendall(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
+            sock.sendall(marshal.dumps(reply))
         except OSError:
             pass
     if end is None:
