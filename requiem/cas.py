@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -19,7 +20,7 @@ from requiem.cas_format import (
     encode_header,
     space_error,
 )
-from requiem.cas_writer import CasWriter, kernel_copy, write_all
+from requiem.cas_writer import CasWriter, kernel_copy, pwrite_all
 from requiem.clock import utc_now_iso
 from requiem.errors import CAS_INTEGRITY_FAILED, INVALID_REQUEST, MISSING_INPUT, RequiemError
 
@@ -38,6 +39,29 @@ MAX_SPARE_TEMPS = 64
 _STALE_TEMP_SECONDS = 24 * 3600
 
 
+def _syncfs_descriptor(root: str) -> int | None:
+    """A descriptor of the store's root for syncfs(2), if the call works here; else None."""
+    try:
+        os.makedirs(root, exist_ok=True)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        _syncfs(fd)
+    except (OSError, AttributeError):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _syncfs(fd: int | None) -> None:
+    """syncfs(2): write back every dirty page and inode of fd's filesystem, and wait."""
+    from requiem import libc
+
+    if fd is None or libc.call("syncfs", fd) != 0:
+        raise OSError(errno.EIO, "syncfs failed")
+
+
 class Cas:
     """A CAS v2 store rooted at a directory (`<home>/cas` by default)."""
 
@@ -53,6 +77,10 @@ class Cas:
         # None: every put fsyncs before it publishes. A list: a group commit is on, and holds
         # duplicated descriptors of objects published unsynced until sync_deferred().
         self._deferred: list[int] | None = None
+        # With a group commit where syncfs(2) works: a descriptor of the store's directory, and
+        # how many objects were published since the last sync (no descriptor kept per object).
+        self._syncfs_fd: int | None = None
+        self._unsynced = 0
         self._deferred_lock = threading.Lock()
         # Objects this instance stored or found intact: a later put of the same bytes checks
         # only that the file is still there at its size (a stat, not an open and a parse).
@@ -76,11 +104,20 @@ class Cas:
         check_digest(digest)
         return f"{self._objects_prefix}{digest[:2]}/{digest[2:4]}/{digest}"
 
-    def _ensure_parent(self, path: str) -> None:
-        parent = os.path.dirname(path)
-        if parent not in self._made_dirs:
-            os.makedirs(parent, exist_ok=True)
-            self._made_dirs.add(parent)
+    def _publish(self, temp: str, final: str) -> None:
+        """Rename a finished temp file to its object path, making the fan-out directories the
+        first time one is needed: most exist, so the rename goes first and costs nothing more."""
+        try:
+            os.rename(temp, final)
+        except FileNotFoundError:
+            parent = os.path.dirname(final)
+            try:
+                os.mkdir(parent)
+            except FileNotFoundError:
+                os.makedirs(parent, exist_ok=True)
+            except FileExistsError:
+                pass  # another writer made it: the rename can go
+            os.rename(temp, final)
 
     def _new_temp_path(self) -> str:
         if self.tmp_dir not in self._made_dirs:
@@ -99,20 +136,22 @@ class Cas:
         path = self._new_temp_path()
         return path, open(path, "x+b", buffering=0)
 
-    def _recycle_temp(self, path: str, handle: IO[bytes]) -> bool:
+    def _recycle_temp(self, path: str, handle: IO[bytes], empty: bool = False) -> bool:
         """Keep an unpublished temp file, emptied, for the next object (a group commit's spares).
 
         A batch's empty captures would otherwise cost a create and an unlink each per run. Only
         for a file no other process can still write (a capture a stray may hold is detached).
+        Its offset is left where it is: every user of a spare writes at explicit offsets or
+        seeks first. empty: nothing was ever written to it.
         """
         with self._deferred_lock:
             if self._deferred is None or len(self._spare_temps) >= MAX_SPARE_TEMPS:
                 return False
-            try:
-                os.ftruncate(handle.fileno(), 0)
-                handle.seek(0)
-            except OSError:
-                return False
+            if not empty:
+                try:
+                    os.ftruncate(handle.fileno(), 0)
+                except OSError:
+                    return False
             self._spare_temps.append((path, handle))
             return True
 
@@ -146,6 +185,9 @@ class Cas:
         self.housekeep(spare=0)
         with self._deferred_lock:
             spares, self._spare_temps = self._spare_temps, []
+            if self._syncfs_fd is not None and not self._unsynced:
+                os.close(self._syncfs_fd)
+                self._syncfs_fd = None
         for path, handle in spares:
             handle.close()
             _unlink_quietly(path)
@@ -186,14 +228,23 @@ class Cas:
         with self._deferred_lock:
             if self._deferred is None:
                 self._deferred = []
+                self._syncfs_fd = _syncfs_descriptor(self.root)
 
     def sync_deferred(self) -> None:
-        """fsync every object published unsynced so far (from any thread)."""
+        """Make every object published unsynced so far durable (from any thread).
+
+        One syncfs(2) for the lot where it works: per-object fsyncs cost a journal commit each,
+        and each hands the GIL back and forth with the runs. It also makes the new names in
+        fan-out directories durable, which an fsync of the file alone does not.
+        """
         with self._deferred_lock:
-            if not self._deferred:
+            if self._deferred is None:
                 return
             fds, self._deferred = self._deferred, []
+            unsynced, self._unsynced = self._unsynced, 0
         try:
+            if unsynced:
+                _syncfs(self._syncfs_fd)
             for fd in fds:
                 os.fsync(fd)
         except OSError as exc:
@@ -208,6 +259,9 @@ class Cas:
             os.fsync(fd)
             return
         with self._deferred_lock:
+            if self._syncfs_fd is not None:
+                self._unsynced += 1
+                return
             # Bounded: each deferred object holds a descriptor until the flusher syncs it, and a
             # slow disk must not run the process out of descriptors.
             if self._deferred is not None and len(self._deferred) < MAX_DEFERRED:
@@ -239,15 +293,16 @@ class Cas:
             temp, handle = self._open_temp()
             fd = handle.fileno()
             try:
-                write_all(fd, encode_header(info) + data if len(data) < CHUNK_SIZE else
-                           encode_header(info))
-                if len(data) >= CHUNK_SIZE:
-                    write_all(fd, data)
+                # At explicit offsets: a recycled spare's offset is wherever its last user left it.
+                if len(data) < CHUNK_SIZE:
+                    pwrite_all(fd, encode_header(info) + data, 0)
+                else:
+                    pwrite_all(fd, encode_header(info), 0)
+                    pwrite_all(fd, data, HEADER_SIZE)
                 self._sync_object(fd)
             finally:
                 handle.close()
-            self._ensure_parent(final)
-            os.rename(temp, final)
+            self._publish(temp, final)
         except OSError as exc:
             if temp is not None:
                 _unlink_quietly(temp)

@@ -53,6 +53,8 @@ class CasWriter:
         self.original_size = 0
         self.stored_size = 0
         self._closed = False
+        # Whether the temp file may hold bytes (from us or a process given fileno()).
+        self._dirty = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append content bytes to the object."""
@@ -70,6 +72,7 @@ class CasWriter:
     def _write_stored(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
+        self._dirty = True
         if self._stored_hash is not None:
             self._stored_hash.update(data)
         view = memoryview(data)
@@ -87,6 +90,7 @@ class CasWriter:
             while n := source.readinto(buffer):  # type: ignore[attr-defined]
                 self.write(view[:n])
             return
+        self._dirty = True
         before = _identity_stat(source.fileno())
         digest_box: list[str | BaseException] = []
 
@@ -131,15 +135,19 @@ class CasWriter:
         """The first `limit` content bytes written so far."""
         return os.pread(self._file.fileno(), limit, HEADER_SIZE)
 
-    def adopt_written(self, limit: int | None = None, detach: bool = False) -> None:
+    def adopt_written(self, limit: int | None = None, detach: bool = False,
+                      written: int | None = None) -> None:
         """Take whatever another process wrote through fileno() as the content (cut at limit).
 
         detach: a process may still hold the file (a stray of the run), so the object is
         published from a copy it cannot reach, never from the file it can still write.
+        written: written_size() as the caller just read it, once the writers are gone.
         """
         if self.encoding != "identity":
             raise ValueError("only identity captures can adopt bytes written by others")
-        size = written = self.written_size()
+        size = written = self.written_size() if written is None or detach else written
+        # A file a child wrote nothing to is still empty (a stray's late bytes are detached).
+        self._dirty = bool(written) or detach
         if limit is not None and size > limit:
             size = limit
         if detach:
@@ -202,8 +210,7 @@ class CasWriter:
             self._cas._sync_object(self._file.fileno())
             self._file.close()
             self._closed = True
-            self._cas._ensure_parent(final)
-            os.rename(self._path, final)
+            self._cas._publish(self._path, final)
             self._path = None
             self._cas._remember(info)
             return info
@@ -219,8 +226,8 @@ class CasWriter:
 
         Safe: the file is ours alone (a capture a stray of the run may hold was detached).
         """
-        if not self._closed and self._path is not None and self._cas._recycle_temp(self._path,
-                                                                                   self._file):
+        if not self._closed and self._path is not None and self._cas._recycle_temp(
+                self._path, self._file, empty=not self._dirty):
             self._closed = True
             self._path = None
             return
@@ -288,6 +295,13 @@ def kernel_copy(src_fd: int, dst_fd: int, writeback: bool = False) -> int:
             total += len(chunk)
     finally:
         os.close(src_fd)
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

@@ -10,6 +10,7 @@ from requiem import canonical, confinement, contract
 from requiem.cas import Cas
 from requiem.cas_guard import write_guard
 from requiem.contract import Request
+from requiem.hashing import hash_bytes
 from requiem.errors import ENGINE_UNAVAILABLE, ERROR_CODES, INVALID_REQUEST, RequiemError
 from requiem.home import Home
 from requiem.runner import Perturbation, Runner
@@ -20,7 +21,10 @@ if TYPE_CHECKING:
     from typing import Any, Callable
     from requiem.finisher import Finisher
     from requiem.group_commit import GroupCommit
-    from requiem.runner import Launch, Outcome
+    from requiem.runner import Launch
+
+    # A run finished in the batch process: request object, result object, record.
+    Finished = tuple[bytes, bytes, dict[str, Any]]
 
 ENGINE_NAMES = ("requiem", "rust", "dual")
 # The result of a run handed to a batch's finishing process (its result is built there).
@@ -279,24 +283,23 @@ class Session:
             self._unsettled = [t for t in self._unsettled if not t.settled] + [ticket]
         return ticket
 
-    def finish_outcome(self, outcome: Outcome) -> tuple[bool, bytes]:
-        """Build, store and record the result of a run collected by another process; return
-        whether it succeeded and its results-file line.
+    def record_finished(self, finished: Finished) -> tuple[bool, bytes]:
+        """Store the objects of a run another process finished and queue its record; return
+        whether the run succeeded and its results-file line.
 
         The caller holds the run's GC guard (the descriptor the batch process handed over).
         """
-        from requiem.runner import result_of
-
-        request = outcome.request
-        result = result_of(outcome)
+        request_bytes, result_bytes, record = finished
         try:
-            stored = self._record_execution(request, result, "requiem", dual_run=False)
+            self.cas.put_bytes(request_bytes)
+            self.cas.put_bytes(result_bytes)
         except RequiemError as exc:
-            self._write_refusal(request.document, request, exc, "requiem")
+            self._spool("execution", _refusal_of(record, exc))
             return False, result_line(exc.to_json())
-        # The stored result is the line but for the result object's own digest: no second encoding.
-        return result["ok"] is True, b"%s,\"result_object\":\"%s\"}\n" % (
-            stored[:-1], result["result_object"].encode())
+        self._spool("execution", record)
+        # The stored result is the line but for the result object's own digest.
+        return record["ok"], b"%s,\"result_object\":\"%s\"}\n" % (
+            result_bytes[:-1], record["result_object"].encode())
 
     @property
     def records_pending(self) -> int:
@@ -321,13 +324,16 @@ class Session:
                 if finisher is None:
                     return launch.finish(
                         lambda r: self._record_execution(request, r, "requiem", dual_run=False))
-                outcome = launch.outcome()
+                result = launch.finish()
+                request_bytes, result_bytes = _objects_of(request, result)
+                record = _execution_record(request, result, "requiem", dual_run=False)
             except RequiemError as exc:
                 launch.close()  # lets go of the guard the refusal's record takes again
                 self._record_refusal(document, request, exc, "requiem")
                 return exc.to_json()
             # Outside the refusal handling: a finisher gone fails the batch, not this run.
-            finisher.hand_run(slot, outcome, launch.guard_descriptor())  # type: ignore[arg-type]
+            finisher.hand_run(slot, (request_bytes, result_bytes, record),  # type: ignore[arg-type]
+                              launch.guard_descriptor())
             return HANDED_OFF
         finally:
             launch.close()
@@ -418,39 +424,12 @@ class Session:
         return self.cas.put_bytes(canonical.stable_dumps(document)).digest
 
     def _record_execution(self, request: Request, result: dict[str, Any], engine: str,
-                          dual_run: bool) -> bytes:
-        """Store the request and result objects and spool the record; return the stored result."""
-        result["request_object"] = self._store_json(contract.redacted_document(request.document))
-        stored = canonical.stable_dumps(
-            {k: v for k, v in result.items() if k not in ("result_object", "dual_run")})
-        result["result_object"] = self.cas.put_bytes(stored).digest
-        self._spool("execution", {
-            "engine": engine,
-            "request_id": result.get("request_id", request.request_id),
-            "request_digest": request.request_digest,
-            "result_digest": result.get("result_digest"),
-            "ok": bool(result.get("ok")),
-            "exit_code": result.get("exit_code"),
-            "error_code": result.get("error_code"),
-            "termination_reason": result.get("termination_reason"),
-            "command": request.command,
-            "stdout_digest": result.get("stdout_digest"),
-            "stderr_digest": result.get("stderr_digest"),
-            "trace_digest": result.get("trace_digest"),
-            "output_digests": result.get("output_digests") or {},
-            "input_digests": dict(request.inputs),
-            "request_object": result["request_object"],
-            "result_object": result["result_object"],
-            "start_timestamp": result.get("start_timestamp"),
-            "end_timestamp": result.get("end_timestamp"),
-            "duration_ms": result.get("duration_ms"),
-            "sandbox_applied": _caps_only(result.get("sandbox_applied")),
-            "determinism_confidence": result.get("determinism_confidence"),
-            "resource_usage": result.get("resource_usage") or {},
-            "dual_run": dual_run,
-            "queue_full": False,
-        })
-        return stored
+                          dual_run: bool) -> None:
+        """Store the request and result objects and spool the run's record."""
+        request_bytes, result_bytes = _objects_of(request, result)
+        self.cas.put_bytes(request_bytes)
+        self.cas.put_bytes(result_bytes)
+        self._spool("execution", _execution_record(request, result, engine, dual_run))
 
     def _record_refusal(self, document: Any, request: Request | None, exc: RequiemError,
                         engine: str) -> None:
@@ -490,6 +469,56 @@ class Session:
             "dual_run": engine == "dual",
             "queue_full": False,
         })
+
+
+def _objects_of(request: Request, result: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The bytes of a run's request and result objects; their digests go into the result."""
+    request_bytes = canonical.stable_dumps(contract.redacted_document(request.document))
+    result["request_object"] = hash_bytes(request_bytes)
+    result_bytes = canonical.stable_dumps(
+        {k: v for k, v in result.items() if k not in ("result_object", "dual_run")})
+    result["result_object"] = hash_bytes(result_bytes)
+    return request_bytes, result_bytes
+
+
+def _execution_record(request: Request, result: dict[str, Any], engine: str,
+                      dual_run: bool) -> dict[str, Any]:
+    """The history record of one execution (its objects named in the result already)."""
+    return {
+        "engine": engine,
+        "request_id": result.get("request_id", request.request_id),
+        "request_digest": request.request_digest,
+        "result_digest": result.get("result_digest"),
+        "ok": bool(result.get("ok")),
+        "exit_code": result.get("exit_code"),
+        "error_code": result.get("error_code"),
+        "termination_reason": result.get("termination_reason"),
+        "command": request.command,
+        "stdout_digest": result.get("stdout_digest"),
+        "stderr_digest": result.get("stderr_digest"),
+        "trace_digest": result.get("trace_digest"),
+        "output_digests": result.get("output_digests") or {},
+        "input_digests": dict(request.inputs),
+        "request_object": result["request_object"],
+        "result_object": result["result_object"],
+        "start_timestamp": result.get("start_timestamp"),
+        "end_timestamp": result.get("end_timestamp"),
+        "duration_ms": result.get("duration_ms"),
+        "sandbox_applied": _caps_only(result.get("sandbox_applied")),
+        "determinism_confidence": result.get("determinism_confidence"),
+        "resource_usage": result.get("resource_usage") or {},
+        "dual_run": dual_run,
+        "queue_full": False,
+    }
+
+
+def _refusal_of(record: dict[str, Any], exc: RequiemError) -> dict[str, Any]:
+    """The record of a run whose objects could not be stored: refused, naming nothing."""
+    return {**record, "result_digest": None, "ok": False, "exit_code": None,
+            "error_code": exc.code, "termination_reason": "refused", "stdout_digest": None,
+            "stderr_digest": None, "trace_digest": None, "output_digests": {},
+            "request_object": None, "result_object": None, "sandbox_applied": None,
+            "determinism_confidence": None, "resource_usage": {}}
 
 
 def _caps_only(applied: Any) -> dict[str, Any] | None:

@@ -1,14 +1,15 @@
-"""A batch's finishing process: results, digests and records built on the second core.
+"""A batch's finishing process: a second core stores each run's objects and records it.
 
 One Python thread cannot both run commands and finish them at the pace a bare spawn loop
-sets: the GIL holds every run's bookkeeping (digests, result and request objects, the
-record) in line with the next spawn. So a large batch forks this process first. The batch
-process validates, spawns, collects and stores the captured streams; it hands each run's
-Outcome here with its hold on the GC guard (the descriptor itself, so no collector can come
-between the two processes), and this process builds the result, stores it, queues the record
-and writes the results file in input order. It ignores SIGINT and SIGTERM: it ends when the
-batch process hangs up, after making durable the records of every run it was handed, so a
-batch killed outright loses no handed run's record.
+sets: the GIL holds every run's bookkeeping in line with the next spawn. So a large batch
+forks this process first. The batch process validates, spawns, collects, stores the captured
+streams and builds the result (while the next command runs); it hands each run's request and
+result objects and its history record here, with its hold on the GC guard (the descriptor
+itself, so no collector can come between the two processes). This process stores the two
+objects, queues the record in its group commit (fsyncs waited for here, not there) and, after
+the last flush, writes the results file in input order. It ignores SIGINT and SIGTERM: it ends
+when the batch process hangs up, after making durable the records of every run it was handed,
+so a batch killed outright loses no handed run's record.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ TYPE_CHECKING = False  # typing is for checkers only: importing it costs every c
 if TYPE_CHECKING:
     from typing import Any
 
+    from requiem.engines import Finished
     from requiem.home import Home
-    from requiem.runner import Outcome
 
 _FRAME = struct.Struct("<IB")  # payload length, descriptors carried
 _RUN, _READY, _END = "run", "ready", "end"
@@ -56,15 +57,18 @@ class Finisher:
             finally:
                 os._exit(code)
         theirs.close()
+        # Room for bursts: the finisher stalls while its flusher holds the GIL, and a full
+        # socket would stall the batch with it (the kernel caps this at net.core.wmem_max).
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self.pid = pid
         proc.helper(pid)
         self._socket = ours
         self._sending = threading.Lock()
         self._ended = False
 
-    def hand_run(self, slot: int, outcome: Outcome, guard: int) -> None:
-        """Hand over a collected run and a copy of its GC-guard descriptor."""
-        self._send((_RUN, slot, outcome.to_wire()), [guard])
+    def hand_run(self, slot: int, finished: Finished, guard: int) -> None:
+        """Hand over a finished run's objects and record, and a copy of its GC-guard descriptor."""
+        self._send((_RUN, slot, finished), [guard])
 
     def hand_ready(self, slot: int, result: dict[str, Any]) -> None:
         """Hand over a result finished here (a refusal, a dual or legacy run)."""
@@ -175,7 +179,6 @@ class _Frames:
 def _serve(sock: socket.socket, home: Home) -> int:
     """The finishing process: finish each handed run; after the last flush, the results file."""
     from requiem.engines import Session, result_line
-    from requiem.runner import Outcome
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the batch process decides when we stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -192,7 +195,7 @@ def _serve(sock: socket.socket, home: Home) -> int:
             for (kind, slot, payload), fds in frames:
                 try:
                     if kind == _RUN:
-                        results[slot] = session.finish_outcome(Outcome.from_wire(payload))
+                        results[slot] = session.record_finished(payload)
                     elif kind == _READY:
                         results[slot] = payload.get("ok") is True, result_line(payload)
                     elif kind == _END:

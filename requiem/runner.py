@@ -430,7 +430,8 @@ class Launch:
             size = writer.written_size()
             inline = writer.read_prefix(request.max_output_bytes) if size else b""
             writer.adopt_written(limit=request.output_limit_bytes,
-                                 detach=self._child is not None and self._child.strays_possible)
+                                 detach=self._child is not None and self._child.strays_possible,
+                                 written=size)
             streams.append((writer.commit().digest, inline, size))
         return Outcome(request, self.report, self.trace.events, tuple(sorted(self.env)),
                        self._reason, self._exit, self._exit_code, self._output_digests,
@@ -471,23 +472,6 @@ class Outcome:
     start_timestamp: str
     end_timestamp: str
     duration_ms: float
-
-    def to_wire(self) -> tuple[Any, ...]:
-        """The outcome as plain values for marshal (pickling named tuples runs Python code)."""
-        request = self.request
-        policy = request.policy
-        wire_request = (*request[:13], (*policy[:-1], tuple(policy.sandbox)), *request[14:])
-        return (wire_request, tuple(self.report), *self[2:5], tuple(self.exit), *self[6:])
-
-    @classmethod
-    def from_wire(cls, wire: tuple[Any, ...]) -> "Outcome":
-        """The outcome to_wire() gave."""
-        from requiem.contract import Policy, SandboxPolicy
-
-        request, report, *rest = wire
-        policy = Policy(*request[13][:-1], SandboxPolicy(*request[13][-1]))
-        return cls(Request(*request[:13], policy, *request[14:]), sandbox.SandboxReport(*report),
-                   *rest[:3], sandbox.Exit(*rest[3]), *rest[4:])
 
 
 def result_of(outcome: Outcome) -> dict[str, Any]:

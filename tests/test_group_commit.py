@@ -153,7 +153,12 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_deferred_objects_are_synced_later_and_hold_no_descriptor_after(tmp_path: Path) -> None:
+def test_deferred_objects_are_synced_later_and_hold_no_descriptor_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where syncfs(2) is refused, each object keeps a descriptor for its own fsync."""
+    from requiem import cas as cas_module
+
+    monkeypatch.setattr(cas_module, "_syncfs_descriptor", lambda root: None)
     cas = Cas(tmp_path / "cas")
     cas.defer_syncs()
     before = _open_fds()
@@ -167,9 +172,35 @@ def test_deferred_objects_are_synced_later_and_hold_no_descriptor_after(tmp_path
     assert all(cas.verify_object(d) is None for d in digests)
 
 
-def test_a_slow_disk_cannot_run_a_batch_out_of_descriptors(tmp_path: Path) -> None:
+def test_deferred_objects_are_synced_by_one_syncfs(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from requiem import cas as cas_module
+
+    calls = []
+    real = cas_module._syncfs
+    monkeypatch.setattr(cas_module, "_syncfs", lambda fd: (calls.append(fd), real(fd)))
+    cas = Cas(tmp_path / "cas")
+    cas.defer_syncs()
+    if cas._syncfs_fd is None:
+        pytest.skip("syncfs(2) is refused here: objects are fsynced one by one")
+    calls.clear()
+    before = _open_fds()
+    digests = [cas.put_bytes(f"object {n}".encode()).digest for n in range(10)]
+    assert _open_fds() == before  # no descriptor held per object
+    cas.sync_deferred()
+    cas.sync_deferred()  # nothing new: no second sync
+    assert calls == [cas._syncfs_fd]
+    assert all(cas.verify_object(d) is None for d in digests)
+    cas.close()
+    assert _open_fds() == before - 1  # the store's own descriptor, closed with it
+
+
+def test_a_slow_disk_cannot_run_a_batch_out_of_descriptors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from requiem import cas as cas_module
     from requiem.cas import MAX_DEFERRED
 
+    monkeypatch.setattr(cas_module, "_syncfs_descriptor", lambda root: None)
     cas = Cas(tmp_path / "cas")
     cas.defer_syncs()
     before = _open_fds()

@@ -110,6 +110,8 @@ def select_backend(name: str = "auto", cache_dir: str | os.PathLike[str] | None 
 
 def check_required(report: SandboxReport, require: list[str]) -> None:
     """Refuse (sandbox_unavailable) when a capability the policy requires is not enforced for this run."""
+    if not require:
+        return
     from requiem.errors import SANDBOX_UNAVAILABLE, RequiemError
 
     unknown = [cap for cap in require if cap not in CAPABILITIES]

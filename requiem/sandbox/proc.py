@@ -25,16 +25,12 @@ def become_subreaper() -> bool:
 
 
 def _prctl(option: int, value: int) -> bool:
-    """prctl(2), through ctypes' C core when it can: the ctypes package costs ~2 ms a cold start."""
+    from requiem import libc
+
     try:
-        import _ctypes
-
-        function = _ctypes.dlsym(_ctypes.dlopen(None), "prctl")
-        return _ctypes.call_function(function, (option, value, 0, 0, 0)) == 0
-    except (ImportError, AttributeError, OSError):
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+        return libc.call("prctl", option, value, 0, 0, 0) == 0
+    except (AttributeError, OSError):
+        return False
 
 
 _devnull: list[int] = []
