@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-from requiem import canonical
+from requiem import canonical, contract
 from requiem.engines import HANDED_OFF, Session, Ticket, result_line
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 from requiem.home import Home
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every start
 if TYPE_CHECKING:
-    from typing import Any, Iterator
+    from typing import Any, Callable, Iterator
+
+    from requiem.contract import Request
 
 MAX_JOBS = 64
 # From this many requests a batch finishes its runs in a second process (requiem.finisher):
@@ -41,26 +43,53 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _submit_line(session: Session, line: bytes, engine: str | None,
-                 behind: Ticket | None, slot: int) -> Ticket:
-    """Start one JSONL line's request; `behind` (this worker's previous run) settles meanwhile."""
+def _parse(line: bytes) -> tuple[Any, Request | None, RequiemError | None]:
+    """A JSONL line as (document, its validated request or None, the JSON error or None).
+
+    An invalid request comes back without one: submitting it validates it again and records
+    the refusal in its turn.
+    """
     try:
         document = canonical.loads(line)
     except RequiemError as exc:
+        return None, None, exc
+    try:
+        return document, contract.parse_request(document), None
+    except RequiemError:
+        return document, None, None
+
+
+def _submit_line(session: Session, parsed: tuple[Any, Request | None, RequiemError | None],
+                 engine: str | None, behind: Ticket | None, slot: int,
+                 meanwhile: Callable[[], None] | None = None) -> Ticket:
+    """Start one parsed line's request; `behind` (this worker's previous run) settles meanwhile."""
+    document, request, error = parsed
+    if error is not None:
         if behind is not None:
             behind.result()  # its GC guard goes before the refusal's record takes one
-        return Ticket.ready(session.refuse(exc, engine))
-    return session.submit(document, engine, behind=behind, slot=slot)
+        return Ticket.ready(session.refuse(error, engine))
+    return session.submit(document, engine, behind=behind, slot=slot, request=request,
+                          meanwhile=meanwhile)
 
 
 def _in_order(session: Session, lines: list[bytes], engine: str | None) -> list[Ticket]:
-    """One request at a time, each run's bookkeeping done while the next one's command runs.
+    """One request at a time, each run's bookkeeping (and the next line's validation) done
+    while the next run's command runs.
 
     The last run is settled by the session's close, on an interrupt too.
     """
     tickets: list[Ticket] = []
+    ahead: list[tuple[int, tuple[Any, Request | None, RequiemError | None]]] = []
     for slot, line in enumerate(lines):
-        tickets.append(_submit_line(session, line, engine, tickets[-1] if tickets else None, slot))
+        parsed = ahead.pop()[1] if ahead and ahead[-1][0] == slot else _parse(line)
+        ahead.clear()
+
+        def parse_next(following: int = slot + 1) -> None:
+            if following < len(lines):
+                ahead.append((following, _parse(lines[following])))
+
+        tickets.append(_submit_line(session, parsed, engine, tickets[-1] if tickets else None,
+                                    slot, parse_next))
     return tickets
 
 
@@ -83,8 +112,8 @@ def _in_parallel(session: Session, lines: list[bytes], engine: str | None,
                     index = next(order, None)
                 if index is None:
                     return
-                behind = tickets[index] = _submit_line(session, lines[index], engine, behind,
-                                                       index)
+                behind = tickets[index] = _submit_line(session, _parse(lines[index]), engine,
+                                                       behind, index)
         except BaseException as exc:
             failures.append(exc)
             stop.set()

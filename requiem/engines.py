@@ -226,11 +226,15 @@ class Session:
         return self.submit(document, engine).result()
 
     def submit(self, document: Any, engine: str | None = None,
-               behind: Ticket | None = None, slot: int | None = None) -> Ticket:
+               behind: Ticket | None = None, slot: int | None = None,
+               request: Request | None = None,
+               meanwhile: Callable[[], None] | None = None) -> Ticket:
         """Start one request; its ticket gives the result. `behind` is settled meanwhile.
 
         With a finisher, a native run's ticket gives HANDED_OFF: its result is built, recorded
-        and written in the finishing process, in `slot`.
+        and written in the finishing process, in `slot`. `request`: the document validated
+        already. `meanwhile` is called while a native run's command runs, once the run behind
+        is settled (a batch validates its next line there).
 
         A batch passes the previous run's ticket: that run's bookkeeping (streams, digests,
         record) is done while this run's command runs. The run behind holds the GC guard until
@@ -241,7 +245,8 @@ class Session:
                 behind.result()
 
         try:
-            request = contract.parse_request(document)
+            if request is None:
+                request = contract.parse_request(document)
         except RequiemError as exc:
             settle_behind()
             self._record_refusal(document, None, exc, engine or "requiem")
@@ -265,6 +270,8 @@ class Session:
             return Ticket.ready(exc.to_json())
         try:
             settle_behind()  # the run behind's failure is its own: this run is dropped, not blamed
+            if meanwhile is not None:
+                meanwhile()
         except BaseException:
             launch.close()
             raise
