@@ -1,4 +1,4 @@
-"""`exec batch`: many requests from a JSONL file in one long-lived process."""
+"""`exec batch`: many requests from a JSONL file, in one long-lived process (or --jobs N)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from contextlib import contextmanager
 
 from requiem import canonical, contract
-from requiem.engines import HANDED_OFF, Session, Ticket, result_line
+from requiem.engines import Session, Ticket, result_line
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 from requiem.home import Home
 
@@ -17,10 +17,6 @@ if TYPE_CHECKING:
     from requiem.contract import Request
 
 MAX_JOBS = 64
-# From this many requests a batch finishes its runs in a second process (requiem.finisher):
-# forking it costs a few milliseconds, a second core pays that back within a few dozen runs.
-# REQUIEM_BATCH_FINISHER=always|never overrides the choice.
-FINISHER_MIN_REQUESTS = 32
 
 
 @contextmanager
@@ -60,89 +56,58 @@ def _parse(line: bytes) -> tuple[Any, Request | None, RequiemError | None]:
 
 
 def _submit_line(session: Session, parsed: tuple[Any, Request | None, RequiemError | None],
-                 engine: str | None, behind: Ticket | None, slot: int,
+                 engine: str | None, behind: Ticket | None,
                  meanwhile: Callable[[], None] | None = None) -> Ticket:
-    """Start one parsed line's request; `behind` (this worker's previous run) settles meanwhile."""
+    """Start one parsed line's request; `behind` (the previous run) settles meanwhile."""
     document, request, error = parsed
     if error is not None:
         if behind is not None:
             behind.result()  # its GC guard goes before the refusal's record takes one
         return Ticket.ready(session.refuse(error, engine))
-    return session.submit(document, engine, behind=behind, slot=slot, request=request,
-                          meanwhile=meanwhile)
+    return session.submit(document, engine, behind=behind, request=request, meanwhile=meanwhile)
 
 
-def _in_order(session: Session, lines: list[bytes], engine: str | None) -> list[Ticket]:
-    """One request at a time, each run's bookkeeping (and the next line's validation) done
-    while the next run's command runs.
+def in_order(session: Session, lines: list[bytes], engine: str | None, slots: Iterator[int],
+             report: Callable[[int, dict[str, Any]], None]) -> None:
+    """Run the lines numbered by `slots`, one at a time; `report` each result as it settles.
 
-    The last run is settled by the session's close, on an interrupt too.
+    Each run's bookkeeping, and the next line's validation, is done while the next run's
+    command runs. Results are reported before their records are durable: the caller hands
+    them out only after closing the session (which also settles the runs an interrupt left).
     """
-    tickets: list[Ticket] = []
-    ahead: list[tuple[int, tuple[Any, Request | None, RequiemError | None]]] = []
-    for slot, line in enumerate(lines):
-        parsed = ahead.pop()[1] if ahead and ahead[-1][0] == slot else _parse(line)
-        ahead.clear()
+    unreported: list[tuple[int, Ticket]] = []
+    following = next(slots, None)
+    ahead: tuple[int, Any] | None = None  # the next line, validated while this one ran
+    while following is not None:
+        slot, following = following, None
+        parsed = ahead[1] if ahead is not None and ahead[0] == slot else _parse(lines[slot])
+        ahead = None
+        looked = False
 
-        def parse_next(following: int = slot + 1) -> None:
-            if following < len(lines):
-                ahead.append((following, _parse(lines[following])))
+        def look_ahead() -> None:
+            nonlocal following, ahead, looked
+            looked = True
+            following = next(slots, None)
+            if following is not None:
+                ahead = following, _parse(lines[following])
 
-        tickets.append(_submit_line(session, parsed, engine, tickets[-1] if tickets else None,
-                                    slot, parse_next))
-    return tickets
-
-
-def _in_parallel(session: Session, lines: list[bytes], engine: str | None,
-                 jobs: int) -> list[Ticket]:
-    """`jobs` workers taking lines in turn, each pipelining its own runs as _in_order does."""
-    import threading
-
-    tickets: list[Ticket | None] = [None] * len(lines)
-    order = iter(range(len(lines)))
-    taking = threading.Lock()
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def work() -> None:
-        behind = None
-        try:
-            while not stop.is_set():
-                with taking:
-                    index = next(order, None)
-                if index is None:
-                    return
-                behind = tickets[index] = _submit_line(session, _parse(lines[index]), engine,
-                                                       behind, index)
-        except BaseException as exc:
-            failures.append(exc)
-            stop.set()
-
-    workers = [threading.Thread(target=work, name=f"requiem-batch-{n}") for n in range(jobs)]
-    for worker in workers:
-        worker.start()
-    try:
-        for worker in workers:
-            worker.join()
-    finally:
-        stop.set()  # an interrupt: workers finish the run in hand and take no more
-        for worker in workers:
-            worker.join()
-    if failures:
-        raise failures[0]
-    return [ticket for ticket in tickets if ticket is not None]
-
-
-def _wants_finisher(requests: int) -> bool:
-    choice = os.environ.get("REQUIEM_BATCH_FINISHER", "auto")
-    if choice in ("always", "never"):
-        return choice == "always"
-    return requests >= FINISHER_MIN_REQUESTS
+        behind = unreported[-1][1] if unreported else None
+        unreported.append((slot, _submit_line(session, parsed, engine, behind, look_ahead)))
+        if not looked:
+            following = next(slots, None)
+        while unreported and unreported[0][1].settled:
+            done, ticket = unreported.pop(0)
+            report(done, ticket.result())
+    for done, ticket in unreported:
+        report(done, ticket.result())
 
 
 def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
               engine: str | None = None) -> dict[str, Any]:
-    """Run every line of a JSONL file; write results in input order; summarise."""
+    """Run every line of a JSONL file; write results in input order; summarise.
+
+    --jobs 1 runs in this process; --jobs N in N worker processes (requiem.workers).
+    """
     if not 1 <= jobs <= MAX_JOBS:
         raise RequiemError(INVALID_REQUEST, f"--jobs must be between 1 and {MAX_JOBS}")
     try:
@@ -151,30 +116,28 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
     except OSError as exc:
         raise RequiemError(INVALID_REQUEST, f"cannot read {requests_path}: {exc.strerror}") from None
     work = [line for line in lines if line.strip()]
-    finisher = None
-    if _wants_finisher(len(work)):
-        from requiem.finisher import Finisher
+    with _terminate_as_interrupt():
+        if jobs > 1 and len(work) > 1:
+            from requiem.workers import run_in_workers
 
-        finisher = Finisher(home)  # forked before this process starts any thread
+            results = run_in_workers(home, work, engine, min(jobs, len(work)))
+        else:
+            results = _in_this_process(home, work, engine)
+    return write_results([line for _, line in results],
+                         sum(1 for succeeded, _ in results if not succeeded), out_path)
+
+
+def _in_this_process(home: Home, lines: list[bytes],
+                     engine: str | None) -> list[tuple[bool, bytes]]:
+    results: list[tuple[bool, bytes]] = []
+    session = Session(home, group_commit=True)
     try:
-        session = Session(home, group_commit=True, finisher=finisher)
-        try:
-            with _terminate_as_interrupt():
-                tickets = (_in_order(session, work, engine) if jobs == 1
-                           else _in_parallel(session, work, engine, jobs))
-                results = [ticket.result() for ticket in tickets]
-        finally:
-            session.close()  # flushes the queued records, on an interrupt too
-        if finisher is None:
-            return write_results([result_line(r) for r in results],
-                                 sum(1 for r in results if r.get("ok") is not True), out_path)
-        for slot, result in enumerate(results):
-            if result is not HANDED_OFF:
-                finisher.hand_ready(slot, result)
-        return finisher.finish(len(results), out_path)
+        in_order(session, lines, engine, iter(range(len(lines))),
+                 lambda slot, result: results.append((result.get("ok") is True,
+                                                      result_line(result))))
     finally:
-        if finisher is not None:
-            finisher.abort()  # after an interrupt or failure: it records what it was handed
+        session.close()  # flushes the queued records, on an interrupt too
+    return results
 
 
 def write_results(lines: list[bytes], failed: int, out_path: str) -> dict[str, Any]:

@@ -29,24 +29,18 @@ def _lock(path: str, mode: int) -> int:
     return fd
 
 
-def take_shared(cas_root: str | os.PathLike[str]) -> int:
-    """Take a writer's shared hold, through the gate; close the returned fd to end it.
+@contextmanager
+def write_guard(cas_root: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold while storing objects and spooling the record that references them.
 
     Shared among writers; a collecting GC waits for holders to finish and keeps new ones out
     (the gate stops a stream of writers from starving it). Costs two flocks when no GC runs.
-    The hold belongs to the open file, so a copy of the fd passed to another process keeps it.
     """
     gate = _lock(os.path.join(cas_root, "gc.gate"), fcntl.LOCK_SH)
     try:
-        return _lock(os.path.join(cas_root, "gc.lock"), fcntl.LOCK_SH)
+        guard = _lock(os.path.join(cas_root, "gc.lock"), fcntl.LOCK_SH)
     finally:
         os.close(gate)
-
-
-@contextmanager
-def write_guard(cas_root: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold while storing objects and spooling the record that references them (take_shared)."""
-    guard = take_shared(cas_root)
     try:
         yield
     finally:

@@ -19,18 +19,10 @@ from requiem.spool import write_record
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
     from typing import Any, Callable
-    from requiem.finisher import Finisher
     from requiem.group_commit import GroupCommit
     from requiem.runner import Launch
 
-    # A run finished in the batch process: request object, result object, record.
-    Finished = tuple[bytes, bytes, dict[str, Any]]
-
 ENGINE_NAMES = ("requiem", "rust", "dual")
-# The result of a run handed to a batch's finishing process (its result is built there).
-HANDED_OFF: dict[str, Any] = {"handed_off": True}
-
-
 def result_line(result: dict[str, Any]) -> bytes:
     """One result as a line of a batch's results file."""
     return json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
@@ -139,8 +131,7 @@ class Ticket:
 class Session:
     """One process's engines over one home: runs requests, records history, reuses backends."""
 
-    def __init__(self, home: Home, group_commit: bool = False,
-                 finisher: Finisher | None = None, flusher_thread: bool = True) -> None:
+    def __init__(self, home: Home, group_commit: bool = False) -> None:
         from requiem.config import load_config
 
         self.home = home
@@ -151,12 +142,10 @@ class Session:
         if group_commit:
             from requiem.group_commit import GroupCommit
 
-            self._group = GroupCommit(self.cas, home.spool_location, threaded=flusher_thread)
+            self._group = GroupCommit(self.cas, home.spool_location)
         self._native = RequiemEngine(self.cas, required=self._required(),
                                      probe_cache=home.root_location, protected=self._protected())
         self._perturbed: RequiemEngine | None = None
-        # A batch's finishing process: native runs given a slot are finished there.
-        self._finisher = finisher
         self._unsettled: list[Ticket] = []
         self._unsettled_lock = threading.Lock()
 
@@ -226,14 +215,11 @@ class Session:
         return self.submit(document, engine).result()
 
     def submit(self, document: Any, engine: str | None = None,
-               behind: Ticket | None = None, slot: int | None = None,
-               request: Request | None = None,
+               behind: Ticket | None = None, request: Request | None = None,
                meanwhile: Callable[[], None] | None = None) -> Ticket:
         """Start one request; its ticket gives the result. `behind` is settled meanwhile.
 
-        With a finisher, a native run's ticket gives HANDED_OFF: its result is built, recorded
-        and written in the finishing process, in `slot`. `request`: the document validated
-        already. `meanwhile` is called while a native run's command runs, once the run behind
+        `request`: the document validated already. `meanwhile` is called while a native run's command runs, once the run behind
         is settled (a batch validates its next line there).
 
         A batch passes the previous run's ticket: that run's bookkeeping (streams, digests,
@@ -284,64 +270,25 @@ class Session:
         except BaseException:
             launch.close()
             raise
-        ticket = Ticket(lambda: self._finish_native(launch, request, document, slot))
+        ticket = Ticket(lambda: self._finish_native(launch, request, document))
         with self._unsettled_lock:
             # Kept until settled, so close() finishes it even if the caller never got it back.
             self._unsettled = [t for t in self._unsettled if not t.settled] + [ticket]
         return ticket
-
-    def record_finished(self, finished: Finished) -> tuple[bool, bytes]:
-        """Store the objects of a run another process finished and queue its record; return
-        whether the run succeeded and its results-file line.
-
-        The caller holds the run's GC guard (the descriptor the batch process handed over).
-        """
-        request_bytes, result_bytes, record = finished
-        try:
-            self.cas.put_bytes(request_bytes)
-            self.cas.put_bytes(result_bytes)
-        except RequiemError as exc:
-            self._spool("execution", _refusal_of(record, exc))
-            return False, result_line(exc.to_json())
-        self._spool("execution", record)
-        # The stored result is the line but for the result object's own digest.
-        return record["ok"], b"%s,\"result_object\":\"%s\"}\n" % (
-            result_bytes[:-1], record["result_object"].encode())
-
-    @property
-    def records_pending(self) -> int:
-        """Records queued in the group commit, not yet written."""
-        return self._group.pending if self._group is not None else 0
-
-    def flush_records(self) -> None:
-        """Write the queued records now (a group commit without its flusher thread)."""
-        if self._group is not None and self._group.pending:
-            self._group.flush()
 
     def _take_unsettled(self) -> list[Ticket]:
         with self._unsettled_lock:
             unsettled, self._unsettled = self._unsettled, []
         return [t for t in unsettled if not t.settled]
 
-    def _finish_native(self, launch: Launch, request: Request, document: Any,
-                       slot: int | None) -> dict[str, Any]:
-        finisher = self._finisher if slot is not None else None
+    def _finish_native(self, launch: Launch, request: Request, document: Any) -> dict[str, Any]:
         try:
-            try:
-                if finisher is None:
-                    return launch.finish(
-                        lambda r: self._record_execution(request, r, "requiem", dual_run=False))
-                result = launch.finish()
-                request_bytes, result_bytes = _objects_of(request, result)
-                record = _execution_record(request, result, "requiem", dual_run=False)
-            except RequiemError as exc:
-                launch.close()  # lets go of the guard the refusal's record takes again
-                self._record_refusal(document, request, exc, "requiem")
-                return exc.to_json()
-            # Outside the refusal handling: a finisher gone fails the batch, not this run.
-            finisher.hand_run(slot, (request_bytes, result_bytes, record),  # type: ignore[arg-type]
-                              launch.guard_descriptor())
-            return HANDED_OFF
+            return launch.finish(
+                lambda r: self._record_execution(request, r, "requiem", dual_run=False))
+        except RequiemError as exc:
+            launch.close()  # lets go of the guard the refusal's record takes again
+            self._record_refusal(document, request, exc, "requiem")
+            return exc.to_json()
         finally:
             launch.close()
 
@@ -517,15 +464,6 @@ def _execution_record(request: Request, result: dict[str, Any], engine: str,
         "dual_run": dual_run,
         "queue_full": False,
     }
-
-
-def _refusal_of(record: dict[str, Any], exc: RequiemError) -> dict[str, Any]:
-    """The record of a run whose objects could not be stored: refused, naming nothing."""
-    return {**record, "result_digest": None, "ok": False, "exit_code": None,
-            "error_code": exc.code, "termination_reason": "refused", "stdout_digest": None,
-            "stderr_digest": None, "trace_digest": None, "output_digests": {},
-            "request_object": None, "result_object": None, "sandbox_applied": None,
-            "determinism_confidence": None, "resource_usage": {}}
 
 
 def _caps_only(applied: Any) -> dict[str, Any] | None:

@@ -36,9 +36,7 @@ class GroupCommit:
     names.
     """
 
-    def __init__(self, cas: Cas, spool_dir: str | os.PathLike[str], threaded: bool = True) -> None:
-        """threaded=False: no flusher thread; the owner calls flush() when it has a moment (a
-        batch's finishing process, whose one thread would otherwise hand the GIL back and forth)."""
+    def __init__(self, cas: Cas, spool_dir: str | os.PathLike[str]) -> None:
         self._cas = cas
         self._spool_dir = spool_dir
         self._pending: list[tuple[str, dict[str, Any]]] = []
@@ -47,34 +45,12 @@ class GroupCommit:
         self._closing = False
         self._error: BaseException | None = None
         cas.defer_syncs()
-        self._flusher: threading.Thread | None = None
-        if threaded:
-            self._flusher = threading.Thread(target=self._flush_loop, name="requiem-group-commit",
-                                             daemon=True)
-            self._flusher.start()
-        else:
-            cas.housekeep()
-
-    @property
-    def pending(self) -> int:
-        """How many records wait for a flush."""
-        return len(self._pending)
-
-    def flush(self) -> None:
-        """Make every queued record durable now (without a flusher thread); errors raise here."""
-        assert self._flusher is None, "a threaded group commit flushes by itself"
-        if self._error is not None:
-            raise self._error
-        records, self._pending = self._pending, []
-        if records:
-            self._write(records)
-            if self._error is not None:
-                raise self._error
+        self._flusher = threading.Thread(target=self._flush_loop, name="requiem-group-commit",
+                                         daemon=True)
+        self._flusher.start()
 
     def add(self, kind: str, payload: dict[str, Any]) -> None:
         """Queue one record; called while the caller holds the write guard."""
-        if self._flusher is None and len(self._pending) >= MAX_PENDING:
-            self.flush()
         with self._changed:
             while len(self._pending) >= MAX_PENDING and self._error is None:
                 self._changed.wait()
@@ -91,11 +67,7 @@ class GroupCommit:
         with self._changed:
             self._closing = True
             self._changed.notify_all()
-        if self._flusher is not None:
-            self._flusher.join()
-        elif self._error is None and self._pending:
-            records, self._pending = self._pending, []
-            self._write(records)
+        self._flusher.join()
         self._cas.sync_deferred()
         self._cas.close()
         if self._error is not None:
@@ -116,25 +88,19 @@ class GroupCommit:
                     return
                 records, self._pending = self._pending, []
                 self._changed.notify_all()
-            if not self._write(records):
+            try:
+                self._cas.sync_deferred()  # the objects first: a durable record never dangles
+                spool.write_records(self._spool_dir, records)
+            except BaseException as exc:
+                with self._changed:
+                    self._error = exc
+                    self._release_guard()
+                    self._changed.notify_all()
                 return
-
-    def _write(self, records: list[tuple[str, dict[str, Any]]]) -> bool:
-        """Write one group; False (the error kept, the guard let go) when that failed."""
-        try:
-            self._cas.sync_deferred()  # the objects first: a durable record never dangles
-            spool.write_records(self._spool_dir, records)
-        except BaseException as exc:
             with self._changed:
-                self._error = exc
-                self._release_guard()
-                self._changed.notify_all()
-            return False
-        with self._changed:
-            if not self._pending:
-                self._release_guard()
-        self._cas.housekeep()
-        return True
+                if not self._pending:
+                    self._release_guard()
+            self._cas.housekeep()
 
     def _release_guard(self) -> None:
         if self._guard is not None:

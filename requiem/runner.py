@@ -10,7 +10,7 @@ from contextlib import ExitStack
 import requiem
 from requiem import confinement, contract, sandbox
 from requiem.cas import Cas, CasWriter
-from requiem.cas_guard import take_shared
+from requiem.cas_guard import write_guard
 from requiem.cas_lease import lease
 from requiem.contract import Request
 from requiem.errors import (
@@ -277,7 +277,6 @@ class Launch:
         self._exit: sandbox.Exit | None = None
         self._exit_code: int | None = None
         self._output_digests: dict[str, str | None] = {}
-        self._guard: int | None = None
 
     def spawn(self) -> None:
         """Confine, materialise the inputs, build the environment and start the command."""
@@ -379,8 +378,7 @@ class Launch:
             exit_info = child.wait(None)
         self._reason, self._exit = reason, exit_info
         # From the first object stored until the record names it, a GC must wait.
-        self._guard = take_shared(self.runner.cas.root)
-        self._held.callback(os.close, self._guard)
+        self._held.enter_context(write_guard(self.runner.cas.root))
         exit_code = None
         if reason == "exited":
             # A death by signal N is exit code 128+N, the shell's convention: bwrap can only report
@@ -437,11 +435,6 @@ class Launch:
                        self._reason, self._exit, self._exit_code, self._output_digests,
                        streams[0], streams[1], self.start_ts, self._end_ts,
                        round((self._end_ns - self.start_ns) / 1e6, 3))
-
-    def guard_descriptor(self) -> int:
-        """The run's hold on the GC guard, for handing to the process that records the run."""
-        assert self._guard is not None, "guard_descriptor() before collect()"
-        return self._guard
 
     def close(self) -> None:
         """Release everything the run holds: a live command, its captures, guard and lease."""

@@ -68,9 +68,7 @@ def cli(home: Path):
     return _run
 
 
-@pytest.fixture(params=["in-process", "finishing-process"])
-def batch_finisher(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a batch test twice: runs finished in the batch process, and in a finishing process."""
-    monkeypatch.setenv("REQUIEM_BATCH_FINISHER",
-                       "never" if request.param == "in-process" else "always")
+@pytest.fixture(params=["1", "2"])
+def jobs(request: pytest.FixtureRequest) -> str:
+    """`exec batch --jobs` for a test that holds for both: this process, and worker processes."""
     return request.param

@@ -8,22 +8,22 @@ from pathlib import Path
 
 import blake3
 
-import pytest
 
 from tests.conftest import run_cli
 from tests.test_exec import PLAIN
 
 
-def _run_batch(home: Path, tmp_path: Path, requests: list[dict], failed: int = 0) -> list[dict]:
+def _run_batch(home: Path, tmp_path: Path, requests: list[dict], failed: int = 0,
+               jobs: str = "1") -> list[dict]:
     lines = tmp_path / "r.jsonl"
     lines.write_text("".join(json.dumps(r) + "\n" for r in requests))
     out = tmp_path / "o.jsonl"
-    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(out), home=home)
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(out), "--jobs", jobs,
+                  home=home)
     assert got.returncode == (1 if failed else 0) and got.json["failed"] == failed, got.stdout
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
-@pytest.mark.usefixtures("batch_finisher")
 def test_each_output_is_captured_before_the_next_command_rewrites_it(home: Path,
                                                                       tmp_path: Path) -> None:
     ws = tmp_path / "ws"
@@ -38,7 +38,6 @@ def test_each_output_is_captured_before_the_next_command_rewrites_it(home: Path,
         assert result["output_digests"] == {"out.txt": blake3.blake3(expected.encode()).hexdigest()}
 
 
-@pytest.mark.usefixtures("batch_finisher")
 def test_a_directory_made_by_one_request_is_the_next_ones_cwd(home: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -50,13 +49,12 @@ def test_a_directory_made_by_one_request_is_the_next_ones_cwd(home: Path, tmp_pa
     assert results[1]["stdout"] == f"{ws.resolve()}/made\n"
 
 
-@pytest.mark.usefixtures("batch_finisher")
-def test_a_batch_result_is_the_single_run_result(home: Path, tmp_path: Path) -> None:
+def test_a_batch_result_is_the_single_run_result(home: Path, tmp_path: Path, jobs: str) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     request = {"command": "sh", "argv": ["-c", "echo out; echo err >&2; exit 3"],
                "workspace_root": str(ws), "policy": PLAIN}
-    batch = _run_batch(home, tmp_path, [request] * 3, failed=3)
+    batch = _run_batch(home, tmp_path, [request] * 3, failed=3, jobs=jobs)
     (tmp_path / "one.json").write_text(json.dumps(request))
     single = run_cli("exec", "run", "--request", str(tmp_path / "one.json"),
                      "--out", str(tmp_path / "one.out"), home=home)
@@ -67,8 +65,7 @@ def test_a_batch_result_is_the_single_run_result(home: Path, tmp_path: Path) -> 
 
 
 
-@pytest.mark.usefixtures("batch_finisher")
-def test_each_capture_holds_only_its_own_bytes(home: Path, tmp_path: Path) -> None:
+def test_each_capture_holds_only_its_own_bytes(home: Path, tmp_path: Path, jobs: str) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     # A long capture stored once, then found again, then short and empty captures, in temp
@@ -76,7 +73,7 @@ def test_each_capture_holds_only_its_own_bytes(home: Path, tmp_path: Path) -> No
     texts = ["a long line of captured text\n" * 40] * 3 + ["x", "", "y\n", "x"] * 5
     results = _run_batch(home, tmp_path, [
         {"command": "printf", "argv": ["%s", text], "workspace_root": str(ws), "policy": PLAIN}
-        for text in texts])
+        for text in texts], jobs=jobs)
     for text, result in zip(texts, results):
         assert result["stdout"] == text
         assert result["stdout_digest"] == blake3.blake3(text.encode()).hexdigest()
@@ -88,9 +85,8 @@ def test_each_capture_holds_only_its_own_bytes(home: Path, tmp_path: Path) -> No
         assert got.returncode == 0 and (tmp_path / "got").read_text() == result["stdout"]
 
 
-@pytest.mark.usefixtures("batch_finisher")
 def test_refusals_and_leased_runs_between_runs_keep_order_and_records(home: Path,
-                                                                      tmp_path: Path) -> None:
+                                                                      tmp_path: Path, jobs: str) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     source = tmp_path / "in.txt"
@@ -108,7 +104,7 @@ def test_refusals_and_leased_runs_between_runs_keep_order_and_records(home: Path
                          "policy": PLAIN})]
     (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
     got = run_cli("exec", "batch", "--requests", str(tmp_path / "r.jsonl"), "--out",
-                  str(tmp_path / "o.jsonl"), home=home)
+                  str(tmp_path / "o.jsonl"), "--jobs", jobs, home=home)
     assert got.returncode == 1 and got.json["failed"] == 2, got.stdout
     results = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert results[0]["stdout"] == "one\n" and results[2]["stdout"] == "input bytes\n"
@@ -120,7 +116,6 @@ def test_refusals_and_leased_runs_between_runs_keep_order_and_records(home: Path
     assert ingest.returncode == 0 and ingest.json["folded"] == 6, ingest.stdout
 
 
-@pytest.mark.usefixtures("batch_finisher")
 def test_parallel_jobs_keep_input_order_and_record_every_run(home: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -194,36 +189,64 @@ def test_a_ticket_raises_its_failure_on_every_ask() -> None:
     assert attempts == [1]
 
 
-@pytest.mark.usefixtures("batch_finisher")
-def test_an_escapee_cannot_write_into_a_stored_capture(home: Path, tmp_path: Path) -> None:
-    """With another run live, a plain run's setsid escapee may outlive it (its session is not
-    the run's) still holding the capture file: the object must be published from a copy."""
-    from requiem.cas import Cas
+_STRAY = ('import os, time; open("stray", "w").write(f"{os.getpid()} {os.fstat(1).st_ino}"); '
+          'time.sleep(3)')
 
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    stray = ('import os, time; open("stray-stdout-inode", "w").write(str(os.fstat(1).st_ino)); '
-             'time.sleep(3)')
 
-    def shell(script: str) -> dict:
-        return {"command": "sh", "argv": ["-c", script], "workspace_root": str(ws),
-                "policy": PLAIN}
+def _stray_request(ws: Path) -> dict:
+    """Prints, leaves a setsid escapee holding its stdout, and exits at once."""
+    return {"command": "sh", "argv": ["-c", f"printf first; setsid python3 -c '{_STRAY}' & "
+                                            "sleep 0.5; exit 0"],
+            "workspace_root": str(ws), "policy": PLAIN}
 
-    requests = [shell("sleep 1.5"),
-                shell(f"printf first; setsid python3 -c '{stray}' & sleep 0.5; exit 0")]
-    lines = tmp_path / "r.jsonl"
-    lines.write_text("".join(json.dumps(r) + "\n" for r in requests))
-    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(tmp_path / "o.jsonl"),
-                  "--jobs", "2", home=home)
-    assert got.returncode == 0, got.stdout
-    result = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[1])
-    assert result["stdout"] == "first"
-    marker = ws / "stray-stdout-inode"
+
+def _stray_seen(ws: Path) -> tuple[int, int]:
+    marker = ws / "stray"
     deadline = time.monotonic() + 5
     while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.05)
+    pid, inode = marker.read_text().split()
+    return int(pid), int(inode)
+
+
+def test_a_worker_kills_the_escapee_of_its_run(home: Path, tmp_path: Path) -> None:
+    """Under --jobs, each worker process runs one command at a time: a setsid escapee of its
+    run is its orphan alone, and dies with the run."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    sleeper = {"command": "sleep", "argv": ["1.5"], "workspace_root": str(ws), "policy": PLAIN}
+    results = _run_batch(home, tmp_path, [sleeper, _stray_request(ws)], jobs="2")
+    assert results[1]["stdout"] == "first"
+    pid, _ = _stray_seen(ws)
+    assert not Path(f"/proc/{pid}").exists(), "the escapee outlived its run"
+
+
+def test_an_escapee_cannot_write_into_a_stored_capture(home: Path, tmp_path: Path) -> None:
+    """With another run live in the same process (one Session used from two threads), a plain
+    run's setsid escapee cannot be told from the other run's processes and may outlive its
+    run, still holding the capture file: the object must be published from a copy."""
+    import threading
+
+    from requiem.cas import Cas
+    from requiem.engines import Session
+    from requiem.home import Home
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    session = Session(Home.resolve(str(home)), group_commit=True)
+    sleeper = threading.Thread(target=lambda: session.execute(
+        {"command": "sleep", "argv": ["1.5"], "workspace_root": str(ws), "policy": PLAIN}))
+    sleeper.start()
+    try:
+        time.sleep(0.2)  # the other run is live
+        result = session.execute(_stray_request(ws))
+    finally:
+        sleeper.join()
+        session.close()
+    assert result["stdout"] == "first"
+    _, inode = _stray_seen(ws)
     stored = Cas(home / "cas").object_path(result["stdout_digest"]).stat().st_ino
-    assert stored != int(marker.read_text()), "the object is the file the stray still writes"
+    assert stored != inode, "the object is the file the stray still writes"
 
 
 def test_closing_a_session_records_a_run_nobody_asked_for(home: Path, tmp_path: Path) -> None:

@@ -31,13 +31,13 @@ def _named_digests(result: dict) -> set[str]:
     return names | {d for d in (result.get("output_digests") or {}).values() if d}
 
 
-@pytest.mark.usefixtures("batch_finisher")
-def test_a_batch_records_every_run_and_every_refusal(home: Path, tmp_path: Path) -> None:
+def test_a_batch_records_every_run_and_every_refusal(home: Path, tmp_path: Path, jobs: str) -> None:
     lines = _batch_file(tmp_path / "r.jsonl", tmp_path, 40)
     with open(lines, "a") as handle:
         handle.write("{broken\n" + json.dumps({"argv": ["no command"]}) + "\n")
     out = tmp_path / "o.jsonl"
-    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(out), home=home)
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(out), "--jobs", jobs,
+                  home=home)
     assert got.returncode == 1 and got.json["requests"] == 42 and got.json["failed"] == 2
     records = spool.pending_records(home / "spool", "execution")
     assert len(records) == 42
@@ -53,13 +53,12 @@ def test_a_batch_records_every_run_and_every_refusal(home: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("batch_finisher")
-def test_a_gc_racing_a_batch_never_deletes_what_its_results_name(home: Path,
-                                                                tmp_path: Path) -> None:
+def test_a_gc_racing_a_batch_never_deletes_what_its_results_name(home: Path, tmp_path: Path,
+                                                                jobs: str) -> None:
     lines = _batch_file(tmp_path / "r.jsonl", tmp_path, 600, tag="racing")
     out = tmp_path / "o.jsonl"
     batch = subprocess.Popen(cli_command() + ["--home", str(home), "exec", "batch", "--requests",
-                                              str(lines), "--out", str(out)],
+                                              str(lines), "--out", str(out), "--jobs", jobs],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     collections = 0
     while batch.poll() is None or collections < 2:
@@ -79,8 +78,8 @@ def test_a_gc_racing_a_batch_never_deletes_what_its_results_name(home: Path,
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("batch_finisher")
-def test_a_terminated_batch_still_records_the_runs_it_finished(home: Path, tmp_path: Path) -> None:
+def test_a_terminated_batch_still_records_the_runs_it_finished(home: Path, tmp_path: Path,
+                                                              jobs: str) -> None:
     import signal
 
     requests = [{"command": "sh", "argv": ["-c", f"echo {n}; sleep 0.1"],
@@ -89,7 +88,7 @@ def test_a_terminated_batch_still_records_the_runs_it_finished(home: Path, tmp_p
     lines.write_text("".join(json.dumps(r) + "\n" for r in requests))
     out = tmp_path / "o.jsonl"
     batch = subprocess.Popen(cli_command() + ["--home", str(home), "exec", "batch", "--requests",
-                                              str(lines), "--out", str(out)],
+                                              str(lines), "--out", str(out), "--jobs", jobs],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and spool.pending_count(home / "spool") < 3:
@@ -106,14 +105,14 @@ def test_a_terminated_batch_still_records_the_runs_it_finished(home: Path, tmp_p
         range(len(records)))  # every run that finished, in order, none lost
 
 
-@pytest.mark.usefixtures("batch_finisher")
-def test_a_history_that_cannot_be_written_fails_the_batch_cleanly(home: Path,
-                                                                  tmp_path: Path) -> None:
+def test_a_history_that_cannot_be_written_fails_the_batch_cleanly(home: Path, tmp_path: Path,
+                                                                  jobs: str) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "spool").write_text("not a directory\n")
     lines = _batch_file(tmp_path / "r.jsonl", tmp_path, 5)
     out = tmp_path / "o.jsonl"
-    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(out), home=home)
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(out), "--jobs", jobs,
+                  home=home)
     assert got.returncode != 0
     assert got.json["ok"] is False and got.json["error"]["code"]
     assert "Traceback" not in got.stderr

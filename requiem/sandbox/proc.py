@@ -57,18 +57,6 @@ def disown(pid: int) -> None:
     _own.discard(pid)
 
 
-_helpers: set[int] = set()  # our children that are not commands: never taken for orphans
-
-
-def helper(pid: int) -> None:
-    """Mark a child of ours that runs no command (a batch's finishing process)."""
-    _helpers.add(pid)
-
-
-def unhelper(pid: int) -> None:
-    _helpers.discard(pid)
-
-
 def others_live(pid: int) -> bool:
     """Whether any direct child other than pid is still waited for (another run in flight)."""
     return bool(_own - {pid})
@@ -76,7 +64,7 @@ def others_live(pid: int) -> bool:
 
 def adopted() -> list[int]:
     """Children of this process no backend waits for: orphans re-parented to us as a subreaper."""
-    return [pid for pid in children_of(os.getpid()) if pid not in _own and pid not in _helpers]
+    return [pid for pid in children_of(os.getpid()) if pid not in _own]
 
 
 def helper_argv(module: str, call: str, *args: str) -> list[str]:
