@@ -40,6 +40,7 @@ def run_in_workers(home: Home, lines: list[bytes], engine: str | None,
     """
     slots_read, slots_write = os.pipe()
     outputs: dict[int, int] = {}  # result pipe: worker pid
+    batch_pid = os.getpid()
     for _ in range(jobs):
         result_read, result_write = os.pipe()
         pid = os.fork()
@@ -50,7 +51,7 @@ def run_in_workers(home: Home, lines: list[bytes], engine: str | None,
                 os.close(result_read)
                 for other in outputs:
                     os.close(other)
-                code = _work(home, lines, engine, slots_read, result_write)
+                code = _work(home, lines, engine, slots_read, result_write, batch_pid)
             finally:
                 os._exit(code)
         os.close(result_write)
@@ -151,9 +152,10 @@ def _failure_of(body: bytes) -> RequiemError:
     return RequiemError(code if code in ERROR_CODES else INVALID_REQUEST, message)
 
 
-def _slots(slots_read: int) -> Iterator[int]:
-    """Line numbers as the batch process hands them out, until it stops."""
-    while True:
+def _slots(slots_read: int, batch_pid: int) -> Iterator[int]:
+    """Line numbers as the batch process hands them out, until it stops or dies (the numbers
+    already in the pipe are then left alone)."""
+    while os.getppid() == batch_pid:
         try:
             record = os.read(slots_read, _SLOT.size)
         except InterruptedError:
@@ -164,8 +166,8 @@ def _slots(slots_read: int) -> Iterator[int]:
 
 
 def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
-          result_write: int) -> int:
-    """A worker: run the lines handed out, report each result as it settles."""
+          result_write: int, batch_pid: int) -> int:
+    """A worker: run the lines handed out; report the results once their records are durable."""
     from requiem.batch import in_order
     from requiem.engines import Session, result_line
 
@@ -181,7 +183,7 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
     try:
         session = Session(home, group_commit=True)
         try:
-            in_order(session, lines, engine, _slots(slots_read), report)
+            in_order(session, lines, engine, _slots(slots_read, batch_pid), report)
         finally:
             session.close()  # the last run settled, every record durable
         _write_all(result_write, b"".join(frames))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import blake3
 
-
 from tests.conftest import run_cli
 from tests.test_exec import PLAIN
 
