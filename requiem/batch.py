@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 
 from requiem import canonical, contract
-from requiem.engines import Session, Ticket, result_line
+from requiem.engines import Session, Ticket
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 from requiem.home import Home
 
@@ -138,6 +139,11 @@ def _in_this_process(home: Home, lines: list[bytes],
     finally:
         session.close()  # flushes the queued records, on an interrupt too
     return results
+
+
+def result_line(result: dict[str, Any]) -> bytes:
+    """One result as a line of a batch's results file."""
+    return json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 def write_results(lines: list[bytes], failed: int, out_path: str) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 
@@ -23,11 +22,6 @@ if TYPE_CHECKING:
     from requiem.runner import Launch
 
 ENGINE_NAMES = ("requiem", "rust", "dual")
-def result_line(result: dict[str, Any]) -> bytes:
-    """One result as a line of a batch's results file."""
-    return json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-
-
 class RequiemEngine:
     """The native engine: the runner in this process."""
 

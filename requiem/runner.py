@@ -413,28 +413,74 @@ class Launch:
 
     def finish(self, on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Store the captured streams and build the result; on_result records it."""
-        result = result_of(self.outcome())
-        if on_result is not None:
-            on_result(result)
-        return result
-
-    def outcome(self) -> Outcome:
-        """Store the captured streams; what is left to build the result needs nothing live."""
-        request = self.request
-        assert self._exit is not None, "outcome() before collect()"
-        streams = []
-        for writer in (self._stdout, self._stderr):
+        request, report, trace = self.request, self.report, self.trace
+        reason, exit_info, exit_code = self._reason, self._exit, self._exit_code
+        assert exit_info is not None, "finish() before collect()"
+        streams = {}
+        for name, writer in (("stdout", self._stdout), ("stderr", self._stderr)):
             assert writer is not None
             size = writer.written_size()
             inline = writer.read_prefix(request.max_output_bytes) if size else b""
             writer.adopt_written(limit=request.output_limit_bytes,
                                  detach=self._child is not None and self._child.strays_possible,
                                  written=size)
-            streams.append((writer.commit().digest, inline, size))
-        return Outcome(request, self.report, self.trace.events, tuple(sorted(self.env)),
-                       self._reason, self._exit, self._exit_code, self._output_digests,
-                       streams[0], streams[1], self.start_ts, self._end_ts,
-                       round((self._end_ns - self.start_ns) / 1e6, 3))
+            info = writer.commit()
+            text, encoding = _inline(inline)
+            streams[name] = {
+                "digest": info.digest,
+                "text": text,
+                "encoding": encoding,
+                "truncated": size > request.max_output_bytes,
+                "bytes": size,
+            }
+        ok = reason == "exited" and exit_code == 0
+        result: dict[str, Any] = {
+            "ok": ok,
+            "exit_code": exit_code,
+            "error_code": {"timeout": TIMEOUT, "output_limit": QUOTA_EXCEEDED}.get(reason),
+            "termination_reason": reason,
+            "stdout": streams["stdout"]["text"],
+            "stderr": streams["stderr"]["text"],
+            "stdout_encoding": streams["stdout"]["encoding"],
+            "stderr_encoding": streams["stderr"]["encoding"],
+            "stdout_truncated": streams["stdout"]["truncated"],
+            "stderr_truncated": streams["stderr"]["truncated"],
+            "stdout_bytes": streams["stdout"]["bytes"],
+            "stderr_bytes": streams["stderr"]["bytes"],
+            "stdout_digest": streams["stdout"]["digest"],
+            "stderr_digest": streams["stderr"]["digest"],
+            "output_digests": self._output_digests,
+            "trace_events": trace.events,
+            "trace_digest": contract.trace_digest_of(trace.events),
+            "request_digest": request.request_digest,
+        }
+        result["result_digest"] = contract.result_digest_of(result)
+        result.update({
+            "request_id": request.request_id,
+            "policy_applied": {
+                "deterministic": request.policy.deterministic,
+                "mode": request.policy.mode,
+                "time_mode": request.policy.time_mode,
+                "network": request.policy.network,
+                "sandbox_backend": report.backend,
+                "env_keys": sorted(self.env),
+            },
+            "sandbox_applied": report.to_json(),
+            "determinism_confidence": determinism_confidence(request, report),
+            "resource_usage": exit_info.rusage,
+            "signal": exit_info.signal,
+            "start_timestamp": self.start_ts,
+            "end_timestamp": self._end_ts,
+            "duration_ms": round((self._end_ns - self.start_ns) / 1e6, 3),
+            "engine": "requiem",
+            "engine_version": requiem.ENGINE_VERSION,
+            "contract_version": requiem.CONTRACT_VERSION,
+        })
+        if request.warnings:
+            result["warnings"] = list(request.warnings)
+        if on_result is not None:
+            on_result(result)
+        return result
 
     def close(self) -> None:
         """Release everything the run holds: a live command, its captures, guard and lease."""
@@ -446,79 +492,3 @@ class Launch:
                 if writer is not None:
                     writer.abort()
             self._held.close()
-
-
-@named_tuple
-class Outcome:
-    """A collected run with its streams stored: everything its result is built from."""
-
-    request: Request
-    report: sandbox.SandboxReport
-    trace_events: list[dict[str, Any]]
-    env_keys: tuple[str, ...]
-    reason: str
-    exit: sandbox.Exit
-    exit_code: int | None
-    output_digests: dict[str, str | None]
-    stdout: tuple[str, bytes, int]  # digest, inline prefix, size
-    stderr: tuple[str, bytes, int]
-    start_timestamp: str
-    end_timestamp: str
-    duration_ms: float
-
-
-def result_of(outcome: Outcome) -> dict[str, Any]:
-    """The result document of a run (digests included), from its outcome alone."""
-    request, report, reason = outcome.request, outcome.report, outcome.reason
-    exit_code, exit_info = outcome.exit_code, outcome.exit
-    streams = {}
-    for name, (digest, inline, size) in (("stdout", outcome.stdout), ("stderr", outcome.stderr)):
-        text, encoding = _inline(inline)
-        streams[name] = {"digest": digest, "text": text, "encoding": encoding,
-                         "truncated": size > request.max_output_bytes, "bytes": size}
-    ok = reason == "exited" and exit_code == 0
-    result: dict[str, Any] = {
-        "ok": ok,
-        "exit_code": exit_code,
-        "error_code": {"timeout": TIMEOUT, "output_limit": QUOTA_EXCEEDED}.get(reason),
-        "termination_reason": reason,
-        "stdout": streams["stdout"]["text"],
-        "stderr": streams["stderr"]["text"],
-        "stdout_encoding": streams["stdout"]["encoding"],
-        "stderr_encoding": streams["stderr"]["encoding"],
-        "stdout_truncated": streams["stdout"]["truncated"],
-        "stderr_truncated": streams["stderr"]["truncated"],
-        "stdout_bytes": streams["stdout"]["bytes"],
-        "stderr_bytes": streams["stderr"]["bytes"],
-        "stdout_digest": streams["stdout"]["digest"],
-        "stderr_digest": streams["stderr"]["digest"],
-        "output_digests": outcome.output_digests,
-        "trace_events": outcome.trace_events,
-        "trace_digest": contract.trace_digest_of(outcome.trace_events),
-        "request_digest": request.request_digest,
-    }
-    result["result_digest"] = contract.result_digest_of(result)
-    result.update({
-        "request_id": request.request_id,
-        "policy_applied": {
-            "deterministic": request.policy.deterministic,
-            "mode": request.policy.mode,
-            "time_mode": request.policy.time_mode,
-            "network": request.policy.network,
-            "sandbox_backend": report.backend,
-            "env_keys": list(outcome.env_keys),
-        },
-        "sandbox_applied": report.to_json(),
-        "determinism_confidence": determinism_confidence(request, report),
-        "resource_usage": exit_info.rusage,
-        "signal": exit_info.signal,
-        "start_timestamp": outcome.start_timestamp,
-        "end_timestamp": outcome.end_timestamp,
-        "duration_ms": outcome.duration_ms,
-        "engine": "requiem",
-        "engine_version": requiem.ENGINE_VERSION,
-        "contract_version": requiem.CONTRACT_VERSION,
-    })
-    if request.warnings:
-        result["warnings"] = list(request.warnings)
-    return result

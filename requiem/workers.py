@@ -168,8 +168,8 @@ def _slots(slots_read: int, batch_pid: int) -> Iterator[int]:
 def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
           result_write: int, batch_pid: int) -> int:
     """A worker: run the lines handed out; report the results once their records are durable."""
-    from requiem.batch import in_order
-    from requiem.engines import Session, result_line
+    from requiem.batch import in_order, result_line
+    from requiem.engines import Session
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the batch process decides when we stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
