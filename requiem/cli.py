@@ -31,19 +31,26 @@ def emit(document: Any) -> None:
     sys.stdout.flush()
 
 
-def _plain_exec_run(argv: list[str]) -> Any:
-    """The arguments of a plain `[--home H] exec run --request R --out O [--engine E]`, or None.
+# The options of the plain `exec` shapes: required ones, then optional ones.
+_PLAIN_EXEC = {"run": (("--request", "--out"), ("--engine",)),
+               "batch": (("--requests", "--out"), ("--engine", "--jobs"))}
+
+
+def _plain_exec(argv: list[str]) -> Any:
+    """The arguments of a plain `[--home H] exec run --request R --out O [--engine E]` or
+    `[--home H] exec batch --requests R --out O [--jobs N] [--engine E]`, or None.
 
     `exec run` is the command scripts call thousands of times, and argparse with its
-    translation and terminal-size lookups costs each start ~8 ms. Only this exact shape (each
-    option once, its value in the next word, a known engine) is taken here; anything else,
-    --help and every mistake included, goes through argparse and its error messages.
+    translation and terminal-size lookups costs each start ~8 ms (a batch's ~40M instructions
+    all told). Only these exact shapes (each option once, its value in the next word, a known
+    engine, a plain decimal --jobs) are taken here; anything else, --help and every mistake
+    included, goes through argparse and its error messages.
     """
     options: dict[str, str] = {}
     shape: list[str] = []  # the words in order, each option standing for itself and its value
     words = iter(argv)
     for word in words:
-        if word in ("--home", "--request", "--out", "--engine"):
+        if word in ("--home", "--request", "--requests", "--out", "--engine", "--jobs"):
             value = next(words, None)
             if word in shape or value is None or value.startswith("-"):
                 return None
@@ -55,17 +62,27 @@ def _plain_exec_run(argv: list[str]) -> Any:
             shape.append(word)
     if shape[:1] == ["--home"]:
         shape.pop(0)  # the only top-level option, and argparse wants it before the command
-    if (shape[:2] != ["exec", "run"] or sorted(shape[2:]) not in (
-            ["--out", "--request"], ["--engine", "--out", "--request"])
-            or options.get("engine", "requiem") not in ("requiem", "rust", "dual")):
+    if shape[:1] != ["exec"] or len(shape) < 2 or shape[1] not in _PLAIN_EXEC:
+        return None
+    required, optional = _PLAIN_EXEC[shape[1]]
+    given = shape[2:]
+    if (not all(option in given for option in required)
+            or not all(option in required or option in optional for option in given)
+            or options.get("engine", "requiem") not in ("requiem", "rust", "dual")
+            or not (options.get("jobs", "1").isascii() and options.get("jobs", "1").isdigit())):
         return None
     from types import SimpleNamespace
 
-    from requiem.commands.exec import cmd_run
+    from requiem.commands.exec import cmd_batch, cmd_run
 
-    return SimpleNamespace(command="exec", exec_command="run", home=options.get("home"),
-                           request=options["request"], out=options["out"],
-                           engine=options.get("engine"), handler=cmd_run)
+    if shape[1] == "run":
+        return SimpleNamespace(command="exec", exec_command="run", home=options.get("home"),
+                               request=options["request"], out=options["out"],
+                               engine=options.get("engine"), handler=cmd_run, bounded=True)
+    return SimpleNamespace(command="exec", exec_command="batch", home=options.get("home"),
+                           requests=options["requests"], out=options["out"],
+                           jobs=int(options.get("jobs", "1")), engine=options.get("engine"),
+                           handler=cmd_batch, bounded=False)
 
 
 def _plain_health(argv: list[str]) -> Any:
@@ -77,13 +94,14 @@ def _plain_health(argv: list[str]) -> Any:
         from requiem.commands.health import cmd_health
 
         return SimpleNamespace(command="health", home=argv[1] if len(argv) == 3 else None,
-                               handler=cmd_health)
+                               handler=cmd_health, bounded=True)
     return None
 
 
 def _plain(argv: list[str]) -> Any:
-    """The arguments of a plain `exec run` or `health`, parsed without argparse, or None."""
-    return _plain_exec_run(argv) or _plain_health(argv)
+    """The arguments of a plain `exec run`, `exec batch` or `health`, parsed without argparse,
+    or None. `bounded`: a short command that may skip the cyclic GC and interpreter teardown."""
+    return _plain_exec(argv) or _plain_health(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,17 +147,22 @@ def _run(args: Any) -> int:
 def console_main() -> None:
     """The `requiem` console script: main(), with a lighter start and end for the plain commands.
 
-    A plain `exec run` or `health` is short and bounded, so it skips what only long processes
-    need: the cyclic GC, whose passes over the freshly imported modules cost ~9M instructions, and
-    interpreter teardown (~20M), by leaving through os._exit once its output is flushed (the
-    run has closed its backends, files and records by then). Everything else exits normally.
+    A plain `exec run` or `health` is short and bounded, so it skips the cyclic GC, whose passes
+    over the freshly imported modules cost ~9M instructions. A plain `exec batch` may run for
+    hours and keeps the GC, with the modules imported so far frozen out of its passes. All
+    three skip interpreter teardown (~20M) by leaving through os._exit once their output is
+    flushed: they have closed their backends, files, records and workers by then. Everything
+    else exits normally.
     """
     argv = sys.argv[1:]
     if (args := _plain(argv)) is None:
         raise SystemExit(main(argv))
     import gc
 
-    gc.disable()
+    if args.bounded:
+        gc.disable()
+    else:
+        gc.freeze()
     code = _run(args)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -19,6 +19,9 @@ MAX_PENDING = 1024
 # How long the flusher waits for a fuller group, and the group size that ends the wait early.
 LINGER_SECONDS = 0.02
 GROUP_TARGET = 64
+# Temp files made ahead before the first group (later ones top up to the store's default): a
+# batch of one request would otherwise create and remove dozens it never uses.
+FIRST_SPARES = 4
 
 
 class GroupCommit:
@@ -74,7 +77,7 @@ class GroupCommit:
             raise self._error
 
     def _flush_loop(self) -> None:
-        self._cas.housekeep()
+        self._cas.housekeep(spare=FIRST_SPARES)
         while True:
             with self._changed:
                 while not self._pending and not self._closing:

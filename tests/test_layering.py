@@ -66,5 +66,9 @@ def test_an_exec_batch_skips_what_only_other_commands_need(tmp_path: Path) -> No
                                  "policy": {"sandbox": {"backend": "none"}}}) + "\n")
     argv = ["--home", str(tmp_path / "h"), "exec", "batch", "--requests", str(lines), "--out",
             str(tmp_path / "o.jsonl")]
-    extra = ("typing", "pathlib", "ctypes", "concurrent.futures", "logging")
+    extra = ("typing", "pathlib", "ctypes", "concurrent.futures", "logging", "argparse",
+             "shutil", "pickle", "multiprocessing")
     assert loaded_after(f"from requiem.cli import main\nmain({argv!r})", extra) == []
+    with_workers = [*argv, "--jobs", "2"]
+    lines.write_text(lines.read_text() * 2)
+    assert loaded_after(f"from requiem.cli import main\nmain({with_workers!r})", extra) == []
