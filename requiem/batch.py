@@ -69,8 +69,9 @@ def _submit_line(session: Session, parsed: tuple[Any, Request | None, RequiemErr
 
 
 def in_order(session: Session, lines: list[bytes], engine: str | None, slots: Iterator[int],
-             report: Callable[[int, dict[str, Any]], None]) -> None:
-    """Run the lines numbered by `slots`, one at a time; `report` each result as it settles.
+             report: Callable[[int, bool, bytes], None]) -> None:
+    """Run the lines numbered by `slots`, one at a time; `report` each result as it settles
+    (its slot, whether it succeeded, its results-file line).
 
     Each run's bookkeeping, and the next line's validation, is done while the next run's
     command runs. Results are reported before their records are durable: the caller hands
@@ -97,10 +98,14 @@ def in_order(session: Session, lines: list[bytes], engine: str | None, slots: It
         if not looked:
             following = next(slots, None)
         while unreported and unreported[0][1].settled:
-            done, ticket = unreported.pop(0)
-            report(done, ticket.result())
+            _report(report, *unreported.pop(0))
     for done, ticket in unreported:
-        report(done, ticket.result())
+        _report(report, done, ticket)
+
+
+def _report(report: Callable[[int, bool, bytes], None], slot: int, ticket: Ticket) -> None:
+    result = ticket.result()
+    report(slot, result.get("ok") is True, ticket.line or result_line(result))
 
 
 def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
@@ -134,8 +139,7 @@ def _in_this_process(home: Home, lines: list[bytes],
     session = Session(home, group_commit=True)
     try:
         in_order(session, lines, engine, iter(range(len(lines))),
-                 lambda slot, result: results.append((result.get("ok") is True,
-                                                      result_line(result))))
+                 lambda slot, succeeded, line: results.append((succeeded, line)))
     finally:
         session.close()  # flushes the queued records, on an interrupt too
     return results

@@ -274,9 +274,13 @@ class Cas:
         return CasWriter(self, encoding, level)
 
     def put_bytes(self, data: bytes, encoding: str = "identity",
-                  level: int = DEFAULT_ZSTD_LEVEL) -> ObjectInfo:
-        """Store a buffer; an object already present is returned as is."""
-        digest = hashing.hash_bytes(data)
+                  level: int = DEFAULT_ZSTD_LEVEL, digest: str | None = None) -> ObjectInfo:
+        """Store a buffer; an object already present is returned as is.
+
+        digest: the caller's own BLAKE3 of these very bytes, hashed moments ago.
+        """
+        if digest is None:
+            digest = hashing.hash_bytes(data)
         final = self._object_file(digest)
         existing = self._existing(digest, final)
         if existing is not None:

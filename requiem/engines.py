@@ -97,6 +97,8 @@ class Ticket:
         self._settle: Callable[[], dict[str, Any]] | None = settle
         self._result: dict[str, Any] | None = None
         self._failure: BaseException | None = None
+        # The result as one compact JSON line, when recording it produced those bytes anyway.
+        self.line: bytes | None = None
 
     @property
     def settled(self) -> bool:
@@ -264,7 +266,7 @@ class Session:
         except BaseException:
             launch.close()
             raise
-        ticket = Ticket(lambda: self._finish_native(launch, request, document))
+        ticket = Ticket(lambda: self._finish_native(launch, request, document, ticket))
         with self._unsettled_lock:
             # Kept until settled, so close() finishes it even if the caller never got it back.
             self._unsettled = [t for t in self._unsettled if not t.settled] + [ticket]
@@ -275,10 +277,13 @@ class Session:
             unsettled, self._unsettled = self._unsettled, []
         return [t for t in unsettled if not t.settled]
 
-    def _finish_native(self, launch: Launch, request: Request, document: Any) -> dict[str, Any]:
+    def _finish_native(self, launch: Launch, request: Request, document: Any,
+                       ticket: Ticket) -> dict[str, Any]:
+        def record(result: dict[str, Any]) -> None:
+            ticket.line = self._record_execution(request, result, "requiem", dual_run=False)
+
         try:
-            return launch.finish(
-                lambda r: self._record_execution(request, r, "requiem", dual_run=False))
+            return launch.finish(record)
         except RequiemError as exc:
             launch.close()  # lets go of the guard the refusal's record takes again
             self._record_refusal(document, request, exc, "requiem")
@@ -372,12 +377,15 @@ class Session:
         return self.cas.put_bytes(canonical.stable_dumps(document)).digest
 
     def _record_execution(self, request: Request, result: dict[str, Any], engine: str,
-                          dual_run: bool) -> None:
-        """Store the request and result objects and spool the run's record."""
+                          dual_run: bool) -> bytes:
+        """Store the request and result objects and spool the run's record; return the result
+        as one compact JSON line (the stored result object and its own digest)."""
         request_bytes, result_bytes = _objects_of(request, result)
-        self.cas.put_bytes(request_bytes)
-        self.cas.put_bytes(result_bytes)
+        self.cas.put_bytes(request_bytes, digest=result["request_object"])
+        self.cas.put_bytes(result_bytes, digest=result["result_object"])
         self._spool("execution", _execution_record(request, result, engine, dual_run))
+        return b"%s,\"result_object\":\"%s\"}\n" % (result_bytes[:-1],
+                                                      result["result_object"].encode())
 
     def _record_refusal(self, document: Any, request: Request | None, exc: RequiemError,
                         engine: str) -> None:

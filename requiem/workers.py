@@ -21,7 +21,7 @@ from requiem.errors import ERROR_CODES, INVALID_REQUEST, RequiemError
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
-    from typing import Any, Iterator
+    from typing import Iterator
 
     from requiem.home import Home
 
@@ -168,7 +168,7 @@ def _slots(slots_read: int, batch_pid: int) -> Iterator[int]:
 def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
           result_write: int, batch_pid: int) -> int:
     """A worker: run the lines handed out; report the results once their records are durable."""
-    from requiem.batch import in_order, result_line
+    from requiem.batch import in_order
     from requiem.engines import Session
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the batch process decides when we stop
@@ -176,9 +176,8 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
 
     frames: list[bytes] = []  # sent when the records are durable, in one go: no wakeup per run
 
-    def report(slot: int, result: dict[str, Any]) -> None:
-        line = result_line(result)
-        frames.append(_RESULT.pack(len(line), slot, result.get("ok") is True) + line)
+    def report(slot: int, succeeded: bool, line: bytes) -> None:
+        frames.append(_RESULT.pack(len(line), slot, succeeded) + line)
 
     try:
         session = Session(home, group_commit=True)

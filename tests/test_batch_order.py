@@ -265,3 +265,24 @@ def test_closing_a_session_records_a_run_nobody_asked_for(home: Path, tmp_path: 
     assert ticket.settled and ticket.result()["stdout"] == "x\n"
     records = spool.pending_records(home / "spool")
     assert [r["request_digest"] for r in records] == [ticket.result()["request_digest"]]
+
+
+def test_the_line_recording_made_is_the_result(home: Path, tmp_path: Path) -> None:
+    """A batch writes a run's line from the stored result object's bytes (no second encoding):
+    it must say exactly what the result says."""
+    from requiem.batch import result_line
+    from requiem.engines import Session
+    from requiem.home import Home
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    session = Session(Home.resolve(str(home)), group_commit=True)
+    try:
+        ticket = session.submit({"command": "printf", "argv": ["caf\u00e9 \"q\" \\\\ \t"],
+                                 "workspace_root": str(ws), "policy": PLAIN, "env": {"A": "1"},
+                                 "outputs": ["nothing-made"], "request_id": "line-check"})
+        result = ticket.result()
+    finally:
+        session.close()
+    assert ticket.line is not None and ticket.line.endswith(b"}\n")
+    assert json.loads(ticket.line) == json.loads(result_line(result))
