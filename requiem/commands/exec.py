@@ -84,7 +84,7 @@ def register(commands: Any) -> None:
     run.add_argument("--engine", choices=engines)
     run.set_defaults(handler=cmd_run)
 
-    batch = sub.add_parser("batch", help="run a JSONL file of requests in one process")
+    batch = sub.add_parser("batch", help="run a JSONL file of requests in one process (--jobs N: N workers)")
     batch.add_argument("--requests", required=True)
     batch.add_argument("--out", required=True)
     batch.add_argument("--jobs", type=int, default=1)
