@@ -157,7 +157,7 @@ def test_deferred_objects_are_synced_later_and_hold_no_descriptor_after(
     """Where syncfs(2) is refused, each object keeps a descriptor for its own fsync."""
     from requiem import cas as cas_module
 
-    monkeypatch.setattr(cas_module, "_syncfs_descriptor", lambda root: None)
+    monkeypatch.setattr(cas_module, "_syncfs_descriptor", lambda objects, tmp: None)
     cas = Cas(tmp_path / "cas")
     cas.defer_syncs()
     before = _open_fds()
@@ -194,12 +194,49 @@ def test_deferred_objects_are_synced_by_one_syncfs(tmp_path: Path,
     assert _open_fds() == before - 1  # the store's own descriptor, closed with it
 
 
+def test_an_object_is_counted_for_syncfs_once_published(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync between an object's write and its rename would not cover the rename: the
+    object is owed a sync from its publication on, so the next flush syncs again."""
+    from requiem import cas as cas_module
+
+    cas = Cas(tmp_path / "cas")
+    cas.defer_syncs()
+    if cas._syncfs_fd is None:
+        pytest.skip("syncfs(2) is not used on this filesystem or kernel")
+    real_publish = cas._publish
+    events = []
+
+    def publish_after_a_flush(temp: str, final: str) -> None:
+        cas.sync_deferred()  # the flusher ran between the object's write and its rename
+        real_publish(temp, final)
+        events.append("renamed")
+
+    monkeypatch.setattr(cas, "_publish", publish_after_a_flush)
+    real = cas_module._syncfs
+    monkeypatch.setattr(cas_module, "_syncfs", lambda fd: (events.append("syncfs"), real(fd)))
+    cas.put_bytes(b"renamed after a flush")
+    cas.sync_deferred()  # the flush that writes the object's record
+    assert events[-2:] == ["renamed", "syncfs"], events
+
+
+def test_syncfs_is_kept_to_filesystems_that_honour_it(tmp_path: Path) -> None:
+    from requiem.cas import _SYNCFS_FILESYSTEMS, _filesystem_type
+
+    kind = _filesystem_type(os.stat(tmp_path).st_dev)
+    cas = Cas(tmp_path / "cas")
+    cas.defer_syncs()
+    release = tuple(int(p) for p in os.uname().release.split(".")[:2])
+    assert (cas._syncfs_fd is not None) == (kind in _SYNCFS_FILESYSTEMS and release >= (5, 8))
+    assert _filesystem_type(os.stat("/proc").st_dev) == "proc"
+
+
 def test_a_slow_disk_cannot_run_a_batch_out_of_descriptors(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from requiem import cas as cas_module
     from requiem.cas import MAX_DEFERRED
 
-    monkeypatch.setattr(cas_module, "_syncfs_descriptor", lambda root: None)
+    monkeypatch.setattr(cas_module, "_syncfs_descriptor", lambda objects, tmp: None)
     cas = Cas(tmp_path / "cas")
     cas.defer_syncs()
     before = _open_fds()
