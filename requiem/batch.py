@@ -69,12 +69,12 @@ def _submit_line(session: Session, parsed: tuple[Any, Request | None, RequiemErr
 
 
 def in_order(session: Session, lines: list[bytes], engine: str | None, slots: Iterator[int],
-             report: Callable[[int, bool, bytes], None]) -> None:
+             report: Callable[[int, bool, bytes], None], look_ahead: bool = True) -> None:
     """Run the lines numbered by `slots`, one at a time; `report` each result as it settles
     (its slot, whether it succeeded, its results-file line).
 
-    Each run's bookkeeping, and the next line's validation, is done while the next run's
-    command runs. Results are reported before their records are durable: the caller hands
+    Each run's bookkeeping, and (look_ahead) the next line's validation, is done while the next
+    run's command runs. Results are reported before their records are durable: the caller hands
     them out only after closing the session (which also settles the runs an interrupt left).
     """
     unreported: list[tuple[int, Ticket]] = []
@@ -86,7 +86,7 @@ def in_order(session: Session, lines: list[bytes], engine: str | None, slots: It
         ahead = None
         looked = False
 
-        def look_ahead() -> None:
+        def validate_next() -> None:
             nonlocal following, ahead, looked
             looked = True
             following = next(slots, None)
@@ -94,7 +94,8 @@ def in_order(session: Session, lines: list[bytes], engine: str | None, slots: It
                 ahead = following, _parse(lines[following])
 
         behind = unreported[-1][1] if unreported else None
-        unreported.append((slot, _submit_line(session, parsed, engine, behind, look_ahead)))
+        unreported.append((slot, _submit_line(session, parsed, engine, behind,
+                                              validate_next if look_ahead else None)))
         if not looked:
             following = next(slots, None)
         while unreported and unreported[0][1].settled:
@@ -123,7 +124,7 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
         raise RequiemError(INVALID_REQUEST, f"cannot read {requests_path}: {exc.strerror}") from None
     work = [line for line in lines if line.strip()]
     with _terminate_as_interrupt():
-        if jobs > 1 and len(work) > 1:
+        if jobs > 1 and len(work) > 1 and _forkable():
             from requiem.workers import run_in_workers
 
             results = run_in_workers(home, work, engine, min(jobs, len(work)))
@@ -131,6 +132,15 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
             results = _in_this_process(home, work, engine)
     return write_results([line for _, line in results],
                          sum(1 for succeeded, _ in results if not succeeded), out_path)
+
+
+def _forkable() -> bool:
+    """Whether worker processes can be forked here: from the main thread, with no other
+    thread (a lock another thread holds would stay held in every worker). Otherwise --jobs N
+    runs in this process, with the same results."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread() and threading.active_count() == 1
 
 
 def _in_this_process(home: Home, lines: list[bytes],

@@ -69,7 +69,7 @@ def _plain_exec(argv: list[str]) -> Any:
     if (not all(option in given for option in required)
             or not all(option in required or option in optional for option in given)
             or options.get("engine", "requiem") not in ("requiem", "rust", "dual")
-            or not (options.get("jobs", "1").isascii() and options.get("jobs", "1").isdigit())):
+            or not _plain_count(options.get("jobs", "1"))):
         return None
     from types import SimpleNamespace
 
@@ -83,6 +83,11 @@ def _plain_exec(argv: list[str]) -> Any:
                            requests=options["requests"], out=options["out"],
                            jobs=int(options.get("jobs", "1")), engine=options.get("engine"),
                            handler=cmd_batch, bounded=False)
+
+
+def _plain_count(value: str) -> bool:
+    """A count argparse's int() reads the same way: ASCII digits, and few of them."""
+    return value.isascii() and value.isdigit() and len(value) <= 6
 
 
 def _plain_health(argv: list[str]) -> Any:

@@ -28,13 +28,17 @@ def _kernel_realpath(directory: str) -> str | None:
         return None
     try:
         real = os.readlink(f"/proc/self/fd/{fd}")
+        opened = os.fstat(fd)
+        # The name must lead back to the directory opened: one removed meanwhile reads back
+        # with " (deleted)", one outside this process's root (a chroot) by a name inside it.
+        found = os.stat(real) if real.startswith("/") else None
     except OSError:
         return None
     finally:
         os.close(fd)
-    # A directory removed meanwhile reads back with " (deleted)"; a path outside this
-    # process's root, unreachable. Neither is an answer.
-    return real if real.startswith("/") and not real.endswith(" (deleted)") else None
+    if found is None or (found.st_dev, found.st_ino) != (opened.st_dev, opened.st_ino):
+        return None
+    return real
 
 
 def inside(root: str, path: str, pointer: str) -> str:

@@ -4,10 +4,11 @@ Threads would share one GIL, and a run's bookkeeping is Python: two threads ran 
 than one. Worker processes each run a pipeline of their own (validate, spawn, collect, finish
 the run behind) with their own group commit, on their own core. The batch process forks them
 before it starts any thread, hands out line numbers through a pipe (4-byte records, so a read
-takes exactly one and the workers balance themselves), and gathers each worker's results
-through its own pipe when their records are durable. Workers ignore SIGINT and SIGTERM: on an interrupt the batch process
-takes back the line numbers not yet handed out, each worker finishes and records its run in
-hand, and the batch ends as a single-process one does.
+takes exactly one and the workers balance themselves; a worker takes the next only once its
+command has ended) and gathers each worker's results through its own pipe once their records
+are durable. On SIGINT or SIGTERM the batch process takes back the line numbers not yet read:
+each worker finishes and records its run in hand, and the batch ends as a single-process one
+does. A worker whose batch process dies stops the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from requiem.errors import ERROR_CODES, INVALID_REQUEST, RequiemError
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
-    from typing import Iterator
+    from typing import Any, Iterator
 
     from requiem.home import Home
 
@@ -29,122 +30,172 @@ _SLOT = struct.Struct("<I")
 _RESULT = struct.Struct("<IIB")  # line length, slot, succeeded (255: a failure message)
 _FAILURE = 255
 _SLOTS_AT_ONCE = 1024  # 4 KiB of line numbers: one atomic pipe write
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def run_in_workers(home: Home, lines: list[bytes], engine: str | None,
                    jobs: int) -> list[tuple[bool, bytes]]:
     """Run every line in `jobs` worker processes; return (succeeded, result line) in order.
 
-    KeyboardInterrupt (SIGINT, or SIGTERM as the batch maps it) is raised once the workers
-    have stopped and recorded their runs in hand.
+    KeyboardInterrupt is raised after SIGINT or SIGTERM, once the workers have stopped and
+    recorded their runs in hand.
     """
     slots_read, slots_write = os.pipe()
     outputs: dict[int, int] = {}  # result pipe: worker pid
     batch_pid = os.getpid()
-    for _ in range(jobs):
-        result_read, result_write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # a worker: it never returns into the caller's stack
-            code = 1
-            try:
-                os.close(slots_write)
-                os.close(result_read)
-                for other in outputs:
-                    os.close(other)
-                code = _work(home, lines, engine, slots_read, result_write, batch_pid)
-            finally:
-                os._exit(code)
-        os.close(result_write)
-        outputs[result_read] = pid
-    return _gather(lines, slots_read, slots_write, outputs)
-
-
-def _gather(lines: list[bytes], slots_read: int, slots_write: int,
-            outputs: dict[int, int]) -> list[tuple[bool, bytes]]:
-    """Hand out line numbers and gather results until every worker has ended."""
-    results: list[tuple[bool, bytes] | None] = [None] * len(lines)
-    failure: RequiemError | None = None
-    interrupted = False
-    handed = 0
-    buffers = {fd: bytearray() for fd in outputs}
-    poller = select.poll()
-    for fd in outputs:
-        poller.register(fd, select.POLLIN)
-    os.set_blocking(slots_write, False)
-    poller.register(slots_write, select.POLLOUT)
-    writing = True
-
-    def stop_handing_out() -> None:
-        nonlocal writing
-        if writing:
-            poller.unregister(slots_write)
-            os.close(slots_write)
-            writing = False
-        # Take back what the workers have not read yet: each ends after its run in hand.
-        os.set_blocking(slots_read, False)
-        try:
-            while os.read(slots_read, 1 << 16):
-                pass
-        except BlockingIOError:
-            pass
-
-    def step() -> None:
-        nonlocal handed, writing, failure
-        for fd, _event in poller.poll():
-            if fd == slots_write:
-                upto = min(handed + _SLOTS_AT_ONCE, len(lines))
-                try:
-                    written = os.write(slots_write, b"".join(
-                        _SLOT.pack(slot) for slot in range(handed, upto)))
-                except BlockingIOError:
-                    continue
-                handed += written // _SLOT.size
-                if handed == len(lines):
-                    poller.unregister(slots_write)
-                    os.close(slots_write)
-                    writing = False
-                continue
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                poller.unregister(fd)
-                del buffers[fd]
-                continue
-            buffer = buffers[fd]
-            buffer += chunk
-            while len(buffer) >= _RESULT.size:
-                size, slot, succeeded = _RESULT.unpack_from(buffer)
-                if len(buffer) < _RESULT.size + size:
-                    break
-                body = bytes(buffer[_RESULT.size:_RESULT.size + size])
-                del buffer[:_RESULT.size + size]
-                if succeeded == _FAILURE:
-                    failure = failure or _failure_of(body)
-                    stop_handing_out()
-                else:
-                    results[slot] = bool(succeeded), body
-
     try:
-        while buffers:
+        for _ in range(jobs):
+            result_read, result_write = os.pipe()
             try:
-                step()
-            except KeyboardInterrupt:
-                interrupted = True
-                stop_handing_out()
-    finally:
-        if writing:
-            os.close(slots_write)
-        os.close(slots_read)
-        for fd in buffers:
+                pid = os.fork()
+            except OSError:
+                os.close(result_read)
+                os.close(result_write)
+                if not outputs:
+                    raise
+                break  # fewer workers than asked: the ones started share the lines
+            if pid == 0:  # a worker: it never returns into the caller's stack
+                code = 1
+                try:
+                    os.close(slots_write)
+                    os.close(result_read)
+                    for other in outputs:
+                        os.close(other)
+                    code = _work(home, lines, engine, slots_read, result_write, batch_pid)
+                finally:
+                    os._exit(code)
+            os.close(result_write)
+            outputs[result_read] = pid
+    except BaseException:
+        _abandon(slots_read, slots_write, outputs)
+        raise
+    return _Gathering(lines, slots_read, slots_write, outputs).run()
+
+
+def _abandon(slots_read: int, slots_write: int, outputs: dict[int, int]) -> None:
+    """Stop the workers already started (no line handed out yet) and reap them."""
+    os.close(slots_write)  # they read end-of-file and stop
+    os.close(slots_read)
+    for fd, pid in outputs.items():
+        os.close(fd)
+        os.waitpid(pid, 0)
+
+
+class _Gathering:
+    """The batch process's side: line numbers out, results in, until every worker has ended."""
+
+    def __init__(self, lines: list[bytes], slots_read: int, slots_write: int,
+                 outputs: dict[int, int]) -> None:
+        self.lines = lines
+        self.results: list[tuple[bool, bytes] | None] = [None] * len(lines)
+        self.failure: RequiemError | None = None
+        self.interrupted = False
+        self.handed = 0
+        self.slots_read = slots_read
+        self.slots_write: int | None = slots_write
+        self.outputs = outputs
+        self.buffers = {fd: bytearray() for fd in outputs}
+        self.poller = select.poll()
+        for fd in outputs:
+            self.poller.register(fd, select.POLLIN)
+        os.set_blocking(slots_write, False)
+        self.poller.register(slots_write, select.POLLOUT)
+
+    def run(self) -> list[tuple[bool, bytes]]:
+        # A signal only sets a flag and wakes the poll: a KeyboardInterrupt raised between a
+        # read and its parsing would drop a worker's bytes and misalign its frames.
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_write, False)
+        os.set_blocking(wake_read, False)
+        self.poller.register(wake_read, select.POLLIN)
+        previous = {signum: signal.signal(signum, self._interrupt) for signum in _STOP_SIGNALS}
+        previous_wakeup = signal.set_wakeup_fd(wake_write)
+        try:
+            while self.buffers:
+                for fd, _event in self.poller.poll():
+                    if fd == wake_read:
+                        _drain(wake_read)
+                    elif fd == self.slots_write:
+                        self._hand_out()
+                    else:
+                        self._take(fd)
+                if self.interrupted:
+                    self._stop_handing_out()
+        finally:
+            signal.set_wakeup_fd(previous_wakeup)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            os.close(wake_read)
+            os.close(wake_write)
+            self._stop_handing_out()
+            os.close(self.slots_read)
+            for fd in self.buffers:
+                os.close(fd)
+            crashed = [pid for pid in self.outputs.values() if os.waitpid(pid, 0)[1] != 0]
+        if self.interrupted:
+            raise KeyboardInterrupt
+        if self.failure is not None:
+            raise self.failure
+        if crashed or any(result is None for result in self.results):
+            raise RequiemError(INVALID_REQUEST, f"{len(crashed)} batch worker process(es) ended "
+                               "without finishing their runs")
+        return self.results  # type: ignore[return-value]
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+
+    def _hand_out(self) -> None:
+        assert self.slots_write is not None
+        upto = min(self.handed + _SLOTS_AT_ONCE, len(self.lines))
+        try:
+            written = os.write(self.slots_write, b"".join(
+                _SLOT.pack(slot) for slot in range(self.handed, upto)))
+        except BlockingIOError:
+            return
+        self.handed += written // _SLOT.size  # whole records: writes up to 4 KiB are atomic
+        if self.handed == len(self.lines):
+            self._close_slots()
+
+    def _close_slots(self) -> None:
+        if self.slots_write is not None:
+            self.poller.unregister(self.slots_write)
+            os.close(self.slots_write)
+            self.slots_write = None
+
+    def _stop_handing_out(self) -> None:
+        """Take back the line numbers not yet read: each worker ends after its run in hand."""
+        self._close_slots()
+        os.set_blocking(self.slots_read, False)
+        _drain(self.slots_read)
+
+    def _take(self, fd: int) -> None:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            self.poller.unregister(fd)
+            del self.buffers[fd]
             os.close(fd)
-        crashed = [pid for pid in outputs.values() if os.waitpid(pid, 0)[1] != 0]
-    if interrupted:
-        raise KeyboardInterrupt
-    if failure is not None:
-        raise failure
-    if crashed or any(result is None for result in results):
-        raise RequiemError(INVALID_REQUEST, f"{len(crashed)} batch worker process(es) ended "
-                           "without finishing their runs")
-    return results  # type: ignore[return-value]
+            return
+        buffer = self.buffers[fd]
+        buffer += chunk
+        while len(buffer) >= _RESULT.size:
+            size, slot, succeeded = _RESULT.unpack_from(buffer)
+            if len(buffer) < _RESULT.size + size:
+                break
+            body = bytes(buffer[_RESULT.size:_RESULT.size + size])
+            del buffer[:_RESULT.size + size]
+            if succeeded == _FAILURE:
+                self.failure = self.failure or _failure_of(body)
+                self._stop_handing_out()
+            else:
+                self.results[slot] = bool(succeeded), body
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 1 << 16):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _failure_of(body: bytes) -> RequiemError:
@@ -165,15 +216,20 @@ def _slots(slots_read: int, batch_pid: int) -> Iterator[int]:
         yield _SLOT.unpack(record)[0]
 
 
+def _ignore(signum: int, frame: Any) -> None:
+    """SIGINT and SIGTERM in a worker: the batch process decides when it stops. A handler, not
+    SIG_IGN: an ignored signal would stay ignored in every command the worker runs."""
+
+
 def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
           result_write: int, batch_pid: int) -> int:
     """A worker: run the lines handed out; report the results once their records are durable."""
     from requiem.batch import in_order
+    from requiem.cas_format import space_error
     from requiem.engines import Session
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the batch process decides when we stop
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _ignore)
     frames: list[bytes] = []  # sent when the records are durable, in one go: no wakeup per run
 
     def report(slot: int, succeeded: bool, line: bytes) -> None:
@@ -182,7 +238,9 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
     try:
         session = Session(home, group_commit=True)
         try:
-            in_order(session, lines, engine, _slots(slots_read, batch_pid), report)
+            # No look-ahead: a line taken early would wait behind this run's command.
+            in_order(session, lines, engine, _slots(slots_read, batch_pid), report,
+                     look_ahead=False)
         finally:
             session.close()  # the last run settled, every record durable
         _write_all(result_write, b"".join(frames))
@@ -190,6 +248,9 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
         return 1  # the batch process is gone: nobody to report to
     except RequiemError as exc:
         return _report_failure(result_write, exc.code, exc.message)
+    except OSError as exc:
+        failure = space_error(exc, "running a batch worker")
+        return _report_failure(result_write, failure.code, failure.message)
     except Exception as exc:
         return _report_failure(result_write, INVALID_REQUEST, f"batch worker: {exc!r}")
     return 0
@@ -208,4 +269,3 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-

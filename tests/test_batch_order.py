@@ -156,7 +156,6 @@ def test_a_run_whose_record_cannot_be_written_fails_the_batch_alone(home: Path, 
         real_add(self, kind, payload)
 
     monkeypatch.setattr(group_commit.GroupCommit, "add", add)
-    monkeypatch.setenv("REQUIEM_BATCH_FINISHER", "never")  # the patch is seen in this process
     try:
         batch.run_batch(Home.resolve(str(home)), str(lines), str(tmp_path / "o.jsonl"))
     except RequiemError as exc:

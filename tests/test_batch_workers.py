@@ -85,3 +85,79 @@ def test_workers_stop_when_the_batch_process_is_killed(home: Path, tmp_path: Pat
     assert 1 <= len(records) < 400
     cas = Cas(home / "cas")
     assert all(cas.verify_object(r["result_object"]) is None for r in records)
+
+
+def _batch(home: Path, tmp_path: Path, requests: list[dict], jobs: str) -> list[dict]:
+    from tests.conftest import run_cli
+
+    lines = tmp_path / "r.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(tmp_path / "o.jsonl"),
+                  "--jobs", jobs, home=home)
+    assert got.returncode == 0, got.stdout + got.stderr
+    return [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+
+
+def test_commands_see_the_default_stop_signals_whatever_the_jobs(home: Path, tmp_path: Path,
+                                                                 jobs: str) -> None:
+    """Workers outlast SIGINT and SIGTERM with a handler, not by ignoring them: an ignored
+    signal would stay ignored in every command, and `kill` inside a request would not work."""
+    request = {"command": "sh", "argv": ["-c", "grep SigIgn /proc/self/status"],
+               "workspace_root": str(tmp_path), "policy": PLAIN}
+    for result in _batch(home, tmp_path, [request] * 2, jobs):
+        ignored = int(result["stdout"].split()[1], 16)
+        assert not ignored & (1 << (signal.SIGINT - 1) | 1 << (signal.SIGTERM - 1)), result
+
+
+def test_a_worker_takes_a_line_only_once_its_command_has_ended(home: Path,
+                                                               tmp_path: Path) -> None:
+    """While one worker's command is long, the other runs every short request: a line taken
+    ahead would wait behind the long one."""
+    def request(script: str) -> dict:
+        return {"command": "sh", "argv": ["-c", script], "workspace_root": str(tmp_path),
+                "policy": PLAIN}
+
+    results = _batch(home, tmp_path, [request("echo $PPID; sleep 2")] +
+                     [request("echo $PPID")] * 3, "2")
+    workers = [r["stdout"].strip() for r in results]
+    assert len(set(workers[1:])) == 1 and workers[0] not in workers[1:], workers
+
+
+def test_jobs_with_other_threads_alive_run_in_this_process(home: Path, tmp_path: Path) -> None:
+    """A fork copies no thread but the caller's, and every lock another thread holds: with
+    other threads alive, --jobs N runs in this process."""
+    import threading
+
+    from requiem.batch import run_batch
+    from requiem.home import Home
+
+    lines = tmp_path / "r.jsonl"
+    lines.write_text(json.dumps({"command": "sh", "argv": ["-c", "echo $PPID"],
+                                 "workspace_root": str(tmp_path), "policy": PLAIN}) + "\n" * 1
+                     + json.dumps({"command": "true", "workspace_root": str(tmp_path),
+                                   "policy": PLAIN}) + "\n")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        summary = run_batch(Home.resolve(str(home)), str(lines), str(tmp_path / "o.jsonl"),
+                            jobs=2)
+    finally:
+        stop.set()
+        other.join()
+    assert summary["ok"] is True
+    first = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[0])
+    assert first["stdout"].strip() == str(os.getpid())
+
+
+def test_a_batch_with_workers_leaves_no_descriptor_behind(home: Path, tmp_path: Path) -> None:
+    from requiem.batch import run_batch
+    from requiem.home import Home
+
+    lines = tmp_path / "r.jsonl"
+    lines.write_text((json.dumps({"command": "true", "workspace_root": str(tmp_path),
+                                  "policy": PLAIN}) + "\n") * 6)
+    run_batch(Home.resolve(str(home)), str(lines), str(tmp_path / "o.jsonl"), jobs=3)
+    before = len(os.listdir("/proc/self/fd"))
+    run_batch(Home.resolve(str(home)), str(lines), str(tmp_path / "o.jsonl"), jobs=3)
+    assert len(os.listdir("/proc/self/fd")) == before

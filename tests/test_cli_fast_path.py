@@ -32,6 +32,7 @@ ODD = [
     ["exec", "batch", "--requests", "r.jsonl", "--out", "o.jsonl", "--jobs", "two"],
     ["exec", "batch", "--requests", "r.jsonl", "--out", "o.jsonl", "--jobs", "\u0663"],
     ["exec", "batch", "--requests", "r.jsonl", "--out", "o.jsonl", "--jobs", "-1"],
+    ["exec", "batch", "--requests", "r.jsonl", "--out", "o.jsonl", "--jobs", "9" * 5000],
     ["exec", "run", "--request", "r.json", "--out", "o.json", "--jobs", "2"],
     ["exec", "batch", "--requests", "r.jsonl"],
     ["exec", "replay", "--request", "r.json", "--out", "o.json"],
