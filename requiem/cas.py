@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
 import time
 
-from requiem import hashing
+from requiem import cas_sync, hashing
 from requiem.cas_format import (
     CHUNK_SIZE,
     DEFAULT_ZSTD_LEVEL,
@@ -37,63 +36,6 @@ MAX_DEFERRED = 256
 MAX_SPARE_TEMPS = 64
 # A temp file whose writer died is garbage; one whose writer lives is a put in progress.
 _STALE_TEMP_SECONDS = 24 * 3600
-
-
-# Filesystems whose syncfs(2) writes back every dirty page and inode and reports writeback
-# errors (kernel 5.8+); elsewhere (FUSE, network filesystems) it may return 0 having done
-# nothing, so objects are fsynced one by one.
-_SYNCFS_FILESYSTEMS = frozenset({"ext4", "ext3", "xfs", "btrfs", "f2fs", "tmpfs"})
-
-
-def _syncfs_descriptor(objects_dir: str, tmp_dir: str) -> int | None:
-    """A descriptor of the objects' directory for syncfs(2), if one call makes them durable;
-    else None."""
-    try:
-        release = tuple(int(part) for part in os.uname().release.split(".")[:2])
-    except ValueError:
-        return None
-    if release < (5, 8):
-        return None  # syncfs reports no writeback error before 5.8
-    try:
-        os.makedirs(objects_dir, exist_ok=True)
-        os.makedirs(tmp_dir, exist_ok=True)
-        fd = os.open(objects_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        device = os.fstat(fd).st_dev
-        # Objects are renamed in from the temp directory: both must be on the synced filesystem.
-        if os.stat(tmp_dir).st_dev == device and _filesystem_type(device) in _SYNCFS_FILESYSTEMS:
-            from requiem import libc
-
-            libc.function("syncfs")  # present in this libc
-            return fd
-    except (OSError, AttributeError):
-        pass
-    os.close(fd)
-    return None
-
-
-def _filesystem_type(device: int) -> str | None:
-    """The type of the filesystem mounted as `device`, from /proc/self/mountinfo."""
-    wanted = f"{os.major(device)}:{os.minor(device)}"
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
-            for line in mounts:
-                fields = line.split()
-                if len(fields) > 2 and fields[2] == wanted and " - " in line:
-                    return line.split(" - ", 1)[1].split()[0]
-    except OSError:
-        pass
-    return None
-
-
-def _syncfs(fd: int) -> None:
-    """syncfs(2): write back every dirty page and inode of fd's filesystem, and wait."""
-    from requiem import libc
-
-    if libc.call("syncfs", fd) != 0:
-        raise OSError(errno.EIO, "syncfs of the CAS filesystem failed")
 
 
 class Cas:
@@ -265,7 +207,7 @@ class Cas:
         with self._deferred_lock:
             if self._deferred is None:
                 self._deferred = []
-                self._syncfs_fd = _syncfs_descriptor(self.objects_dir, self.tmp_dir)
+                self._syncfs_fd = cas_sync.syncfs_descriptor(self.objects_dir, self.tmp_dir)
 
     def sync_deferred(self) -> None:
         """Make every object published unsynced so far durable (from any thread).
@@ -281,7 +223,7 @@ class Cas:
             unsynced, self._unsynced = self._unsynced, 0
         try:
             if unsynced and self._syncfs_fd is not None:
-                _syncfs(self._syncfs_fd)
+                cas_sync.syncfs(self._syncfs_fd)
             for fd in fds:
                 os.fsync(fd)
         except OSError as exc:

@@ -9,8 +9,8 @@ from requiem import canonical, confinement, contract
 from requiem.cas import Cas
 from requiem.cas_guard import write_guard
 from requiem.contract import Request
-from requiem.hashing import hash_bytes
 from requiem.errors import ENGINE_UNAVAILABLE, ERROR_CODES, INVALID_REQUEST, RequiemError
+from requiem.hashing import hash_bytes
 from requiem.home import Home
 from requiem.runner import Perturbation, Runner
 from requiem.spool import write_record
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from requiem.runner import Launch
 
 ENGINE_NAMES = ("requiem", "rust", "dual")
+
+
 class RequiemEngine:
     """The native engine: the runner in this process."""
 
@@ -215,8 +217,8 @@ class Session:
                meanwhile: Callable[[], None] | None = None) -> Ticket:
         """Start one request; its ticket gives the result. `behind` is settled meanwhile.
 
-        `request`: the document validated already. `meanwhile` is called while a native run's command runs, once the run behind
-        is settled (a batch validates its next line there).
+        `request`: the document validated already. `meanwhile` is called while a native run's
+        command runs, once the run behind is settled (a batch validates its next line there).
 
         A batch passes the previous run's ticket: that run's bookkeeping (streams, digests,
         record) is done while this run's command runs. The run behind holds the GC guard until

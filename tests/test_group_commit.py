@@ -155,9 +155,9 @@ def _open_fds() -> int:
 def test_deferred_objects_are_synced_later_and_hold_no_descriptor_after(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where syncfs(2) is refused, each object keeps a descriptor for its own fsync."""
-    from requiem import cas as cas_module
+    from requiem import cas_sync as cas_module
 
-    monkeypatch.setattr(cas_module, "_syncfs_descriptor", lambda objects, tmp: None)
+    monkeypatch.setattr(cas_module, "syncfs_descriptor", lambda objects, tmp: None)
     cas = Cas(tmp_path / "cas")
     cas.defer_syncs()
     before = _open_fds()
@@ -173,11 +173,11 @@ def test_deferred_objects_are_synced_later_and_hold_no_descriptor_after(
 
 def test_deferred_objects_are_synced_by_one_syncfs(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from requiem import cas as cas_module
+    from requiem import cas_sync as cas_module
 
     calls = []
-    real = cas_module._syncfs
-    monkeypatch.setattr(cas_module, "_syncfs", lambda fd: (calls.append(fd), real(fd)))
+    real = cas_module.syncfs
+    monkeypatch.setattr(cas_module, "syncfs", lambda fd: (calls.append(fd), real(fd)))
     cas = Cas(tmp_path / "cas")
     cas.defer_syncs()
     if cas._syncfs_fd is None:
@@ -198,7 +198,7 @@ def test_an_object_is_counted_for_syncfs_once_published(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A sync between an object's write and its rename would not cover the rename: the
     object is owed a sync from its publication on, so the next flush syncs again."""
-    from requiem import cas as cas_module
+    from requiem import cas_sync as cas_module
 
     cas = Cas(tmp_path / "cas")
     cas.defer_syncs()
@@ -213,30 +213,30 @@ def test_an_object_is_counted_for_syncfs_once_published(tmp_path: Path,
         events.append("renamed")
 
     monkeypatch.setattr(cas, "_publish", publish_after_a_flush)
-    real = cas_module._syncfs
-    monkeypatch.setattr(cas_module, "_syncfs", lambda fd: (events.append("syncfs"), real(fd)))
+    real = cas_module.syncfs
+    monkeypatch.setattr(cas_module, "syncfs", lambda fd: (events.append("syncfs"), real(fd)))
     cas.put_bytes(b"renamed after a flush")
     cas.sync_deferred()  # the flush that writes the object's record
     assert events[-2:] == ["renamed", "syncfs"], events
 
 
 def test_syncfs_is_kept_to_filesystems_that_honour_it(tmp_path: Path) -> None:
-    from requiem.cas import _SYNCFS_FILESYSTEMS, _filesystem_type
+    from requiem.cas_sync import SYNCFS_FILESYSTEMS, filesystem_type
 
-    kind = _filesystem_type(os.stat(tmp_path).st_dev)
+    kind = filesystem_type(os.stat(tmp_path).st_dev)
     cas = Cas(tmp_path / "cas")
     cas.defer_syncs()
     release = tuple(int(p) for p in os.uname().release.split(".")[:2])
-    assert (cas._syncfs_fd is not None) == (kind in _SYNCFS_FILESYSTEMS and release >= (5, 8))
-    assert _filesystem_type(os.stat("/proc").st_dev) == "proc"
+    assert (cas._syncfs_fd is not None) == (kind in SYNCFS_FILESYSTEMS and release >= (5, 8))
+    assert filesystem_type(os.stat("/proc").st_dev) == "proc"
 
 
 def test_a_slow_disk_cannot_run_a_batch_out_of_descriptors(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from requiem import cas as cas_module
+    from requiem import cas_sync as cas_module
     from requiem.cas import MAX_DEFERRED
 
-    monkeypatch.setattr(cas_module, "_syncfs_descriptor", lambda objects, tmp: None)
+    monkeypatch.setattr(cas_module, "syncfs_descriptor", lambda objects, tmp: None)
     cas = Cas(tmp_path / "cas")
     cas.defer_syncs()
     before = _open_fds()
