@@ -136,11 +136,16 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
 
 def _forkable() -> bool:
     """Whether worker processes can be forked here: from the main thread, with no other
-    thread (a lock another thread holds would stay held in every worker). Otherwise --jobs N
-    runs in this process, with the same results."""
+    thread, Python's or a native library's (a lock another thread holds would stay held in
+    every worker). Otherwise --jobs N runs in this process, with the same results."""
     import threading
 
-    return threading.current_thread() is threading.main_thread() and threading.active_count() == 1
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return threading.active_count() == 1
 
 
 def _in_this_process(home: Home, lines: list[bytes],

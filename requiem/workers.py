@@ -6,9 +6,12 @@ the run behind) with their own group commit, on their own core. The batch proces
 before it starts any thread, hands out line numbers through a pipe (4-byte records, so a read
 takes exactly one and the workers balance themselves; a worker takes the next only once its
 command has ended) and gathers each worker's results through its own pipe once their records
-are durable. On SIGINT or SIGTERM the batch process takes back the line numbers not yet read:
-each worker finishes and records its run in hand, and the batch ends as a single-process one
-does. A worker whose batch process dies stops the same way.
+are durable. SIGINT or SIGTERM stops each worker as they stop a single-process batch: the
+command in hand killed, the records of the runs that finished made durable; the batch process
+takes back the line numbers not yet read and passes SIGTERM on to workers the signal missed.
+A worker whose batch process dies finishes its run in hand and stops. A stop signal the
+batch was started with ignored stays ignored, in the workers and their commands as with
+--jobs 1.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ def run_in_workers(home: Home, lines: list[bytes], engine: str | None,
     slots_read, slots_write = os.pipe()
     outputs: dict[int, int] = {}  # result pipe: worker pid
     batch_pid = os.getpid()
+    # Held back from the first fork until each side has its own handlers: a signal landing in
+    # a child before then would unwind it into the caller's stack.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         for _ in range(jobs):
             result_read, result_write = os.pipe()
@@ -61,15 +67,17 @@ def run_in_workers(home: Home, lines: list[bytes], engine: str | None,
                     os.close(result_read)
                     for other in outputs:
                         os.close(other)
-                    code = _work(home, lines, engine, slots_read, result_write, batch_pid)
+                    code = _work(home, lines, engine, slots_read, result_write, batch_pid, mask)
                 finally:
                     os._exit(code)
             os.close(result_write)
             outputs[result_read] = pid
+        gathering = _Gathering(lines, slots_read, slots_write, outputs)
     except BaseException:
         _abandon(slots_read, slots_write, outputs)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         raise
-    return _Gathering(lines, slots_read, slots_write, outputs).run()
+    return gathering.run(mask)
 
 
 def _abandon(slots_read: int, slots_write: int, outputs: dict[int, int]) -> None:
@@ -101,15 +109,20 @@ class _Gathering:
         os.set_blocking(slots_write, False)
         self.poller.register(slots_write, select.POLLOUT)
 
-    def run(self) -> list[tuple[bool, bytes]]:
+    def run(self, mask: set[signal.Signals]) -> list[tuple[bool, bytes]]:
+        """Gather until every worker has ended; `mask`: the signal mask to restore once this
+        process's handlers are in place."""
         # A signal only sets a flag and wakes the poll: a KeyboardInterrupt raised between a
         # read and its parsing would drop a worker's bytes and misalign its frames.
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_write, False)
         os.set_blocking(wake_read, False)
         self.poller.register(wake_read, select.POLLIN)
-        previous = {signum: signal.signal(signum, self._interrupt) for signum in _STOP_SIGNALS}
+        previous = {signum: signal.signal(signum, self._interrupt) for signum in _STOP_SIGNALS
+                    if signal.getsignal(signum) is not signal.SIG_IGN}
         previous_wakeup = signal.set_wakeup_fd(wake_write)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        forwarded = False
         try:
             while self.buffers:
                 for fd, _event in self.poller.poll():
@@ -117,10 +130,12 @@ class _Gathering:
                         _drain(wake_read)
                     elif fd == self.slots_write:
                         self._hand_out()
-                    else:
+                    elif fd in self.buffers:  # not one closed by an earlier event of this poll
                         self._take(fd)
-                if self.interrupted:
+                if self.interrupted and not forwarded:
+                    forwarded = True
                     self._stop_handing_out()
+                    self._forward_stop()
         finally:
             signal.set_wakeup_fd(previous_wakeup)
             for signum, handler in previous.items():
@@ -143,6 +158,15 @@ class _Gathering:
 
     def _interrupt(self, signum: int, frame: Any) -> None:
         self.interrupted = True
+
+    def _forward_stop(self) -> None:
+        """SIGTERM to the workers: a SIGTERM sent to this process alone missed them."""
+        for fd, pid in self.outputs.items():
+            if fd in self.buffers:  # still running
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
 
     def _hand_out(self) -> None:
         assert self.slots_write is not None
@@ -216,20 +240,27 @@ def _slots(slots_read: int, batch_pid: int) -> Iterator[int]:
         yield _SLOT.unpack(record)[0]
 
 
-def _ignore(signum: int, frame: Any) -> None:
-    """SIGINT and SIGTERM in a worker: the batch process decides when it stops. A handler, not
-    SIG_IGN: an ignored signal would stay ignored in every command the worker runs."""
+def _stop(signum: int, frame: Any) -> None:
+    """SIGINT or SIGTERM in a worker: a KeyboardInterrupt, as in a single-process batch, once
+    (the batch process passes SIGTERM on, so a Ctrl-C may bring both: the second must not
+    interrupt the flush of the records). A handler, not SIG_IGN, until then: an ignored signal
+    would stay ignored in every command the worker runs."""
+    for stop_signal in _STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
-          result_write: int, batch_pid: int) -> int:
+          result_write: int, batch_pid: int, mask: set[signal.Signals]) -> int:
     """A worker: run the lines handed out; report the results once their records are durable."""
     from requiem.batch import in_order
     from requiem.cas_format import space_error
     from requiem.engines import Session
 
     for signum in _STOP_SIGNALS:
-        signal.signal(signum, _ignore)
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _stop)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     frames: list[bytes] = []  # sent when the records are durable, in one go: no wakeup per run
 
     def report(slot: int, succeeded: bool, line: bytes) -> None:
@@ -244,6 +275,8 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
         finally:
             session.close()  # the last run settled, every record durable
         _write_all(result_write, b"".join(frames))
+    except KeyboardInterrupt:
+        return 130  # the records of the runs that finished are durable; no results are wanted
     except BrokenPipeError:
         return 1  # the batch process is gone: nobody to report to
     except RequiemError as exc:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -151,13 +152,64 @@ def test_jobs_with_other_threads_alive_run_in_this_process(home: Path, tmp_path:
 
 
 def test_a_batch_with_workers_leaves_no_descriptor_behind(home: Path, tmp_path: Path) -> None:
-    from requiem.batch import run_batch
-    from requiem.home import Home
-
+    """In a fresh process (no thread but the main one, so the workers are forked)."""
     lines = tmp_path / "r.jsonl"
     lines.write_text((json.dumps({"command": "true", "workspace_root": str(tmp_path),
                                   "policy": PLAIN}) + "\n") * 6)
-    run_batch(Home.resolve(str(home)), str(lines), str(tmp_path / "o.jsonl"), jobs=3)
-    before = len(os.listdir("/proc/self/fd"))
-    run_batch(Home.resolve(str(home)), str(lines), str(tmp_path / "o.jsonl"), jobs=3)
-    assert len(os.listdir("/proc/self/fd")) == before
+    script = f"""
+import os
+from requiem import batch
+from requiem.home import Home
+assert batch._forkable()
+home = Home.resolve({str(home)!r})
+batch.run_batch(home, {str(lines)!r}, {str(tmp_path / "o.jsonl")!r}, jobs=3)
+before = len(os.listdir("/proc/self/fd"))
+batch.run_batch(home, {str(lines)!r}, {str(tmp_path / "o.jsonl")!r}, jobs=3)
+print(before, len(os.listdir("/proc/self/fd")))
+"""
+    got = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert got.returncode == 0, got.stderr
+    before, after = got.stdout.split()
+    assert before == after
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_batch_process_alone_stops_the_commands_in_hand(home: Path,
+                                                                      tmp_path: Path) -> None:
+    """As with --jobs 1: the commands in hand are killed, not waited for."""
+    requests = [{"command": "sh", "argv": ["-c", f"sleep 3; touch done-{n}"],
+                 "workspace_root": str(tmp_path), "policy": PLAIN} for n in range(4)]
+    lines = tmp_path / "r.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    batch = subprocess.Popen(cli_command() + ["--home", str(home), "exec", "batch", "--requests",
+                                              str(lines), "--out", str(tmp_path / "o.jsonl"),
+                                              "--jobs", "2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers = _workers_of(batch.pid)
+    time.sleep(0.5)  # both commands are running
+    batch.send_signal(signal.SIGTERM)
+    _, stderr = batch.communicate(timeout=60)
+    assert batch.returncode == 130 and "Traceback" not in stderr, stderr
+    assert _gone(workers)
+    time.sleep(3.5)  # past the moment the commands would have finished
+    assert list(tmp_path.glob("done-*")) == []
+
+
+def test_a_stop_signal_ignored_by_the_caller_stays_ignored(home: Path, tmp_path: Path,
+                                                           jobs: str) -> None:
+    """A batch started in the background (SIGINT ignored) passes that on to its commands
+    whatever the jobs, as a single process would."""
+    request = {"command": "sh", "argv": ["-c", "grep SigIgn /proc/self/status"],
+               "workspace_root": str(tmp_path), "policy": PLAIN}
+    lines = tmp_path / "r.jsonl"
+    lines.write_text((json.dumps(request) + "\n") * 2)
+    got = subprocess.run(cli_command() + ["--home", str(home), "exec", "batch", "--requests",
+                                          str(lines), "--out", str(tmp_path / "o.jsonl"),
+                                          "--jobs", jobs],
+                         capture_output=True, text=True, timeout=120, check=False,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert got.returncode == 0, got.stdout + got.stderr
+    for line in (tmp_path / "o.jsonl").read_text().splitlines():
+        ignored = int(json.loads(line)["stdout"].split()[1], 16)
+        assert ignored & 1 << (signal.SIGINT - 1) and not ignored & 1 << (signal.SIGTERM - 1)

