@@ -164,9 +164,9 @@ class Cas:
         self.housekeep(spare=0)
         with self._deferred_lock:
             spares, self._spare_temps = self._spare_temps, []
-            if self._syncfs_fd is not None and not self._unsynced:
+            if self._syncfs_fd is not None:
                 os.close(self._syncfs_fd)
-                self._syncfs_fd = None
+                self._syncfs_fd = None  # objects published after this are fsynced one by one
         for path, handle in spares:
             handle.close()
             _unlink_quietly(path)

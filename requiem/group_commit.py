@@ -71,8 +71,10 @@ class GroupCommit:
             self._closing = True
             self._changed.notify_all()
         self._flusher.join()
-        self._cas.sync_deferred()
-        self._cas.close()
+        try:
+            self._cas.sync_deferred()
+        finally:
+            self._cas.close()  # its temp files and descriptors go, on a failed sync too
         if self._error is not None:
             raise self._error
 
