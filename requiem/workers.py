@@ -77,7 +77,10 @@ def run_in_workers(home: Home, lines: list[bytes], engine: str | None,
         _abandon(slots_read, slots_write, outputs)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         raise
-    return gathering.run(mask)
+    try:
+        return gathering.run(mask)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # also when run() failed early
 
 
 def _abandon(slots_read: int, slots_write: int, outputs: dict[int, int]) -> None:
