@@ -53,8 +53,8 @@ class Cas:
         # None: every put fsyncs before it publishes. A list: a group commit is on, and holds
         # duplicated descriptors of objects published unsynced until sync_deferred().
         self._deferred: list[int] | None = None
-        # With a group commit where syncfs(2) works: a descriptor of the store's directory, and
-        # how many objects were published since the last sync (no descriptor kept per object).
+        # With a group commit where syncfs(2) can be trusted: a descriptor of the objects'
+        # directory, and how many objects were published since the last sync (none kept open).
         self._syncfs_fd: int | None = None
         self._unsynced = 0
         self._deferred_lock = threading.Lock()

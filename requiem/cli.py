@@ -41,8 +41,8 @@ def _plain_exec(argv: list[str]) -> Any:
     `[--home H] exec batch --requests R --out O [--jobs N] [--engine E]`, or None.
 
     `exec run` is the command scripts call thousands of times, and argparse with its
-    translation and terminal-size lookups costs each start ~8 ms (a batch's ~40M instructions
-    all told). Only these exact shapes (each option once, its value in the next word, a known
+    translation and terminal-size lookups costs each start ~8 ms (~8M instructions of a
+    one-request batch, callgrind). Only these exact shapes (each option once, its value in the next word, a known
     engine, a plain decimal --jobs) are taken here; anything else, --help and every mistake
     included, goes through argparse and its error messages.
     """

@@ -28,15 +28,15 @@ class GroupCommit:
     """Spool records handed over by runs and written by a flusher thread, many per fsync.
 
     One run costs three fsyncs when it commits alone (its result object, its spool record and
-    the spool directory). Here the store publishes objects unsynced, and a flusher thread
-    fsyncs them and then appends every waiting record with one fdatasync, while the next run
-    goes on. The flusher lingers up to LINGER_SECONDS for a group of GROUP_TARGET records: a
-    group per run would cost an fdatasync and a GIL handover each. A batch hands out results
-    only after the last flush, so every result it returns has a durable record (a batch
-    terminated midway flushes what it queued; one killed with SIGKILL loses the queued records
-    of runs whose results it never returned). From a run's first record until the flush that
-    writes it, a shared hold of the GC guard keeps a collector away from the objects the record
-    names.
+    the spool directory). Here the store publishes objects unsynced, and a flusher thread makes
+    them durable (one syncfs per group where it can be trusted, else an fsync each) and then
+    appends every waiting record with one fdatasync, while the next run goes on. The flusher
+    lingers up to LINGER_SECONDS for a group of GROUP_TARGET records: a group per run would
+    cost an fdatasync and a GIL handover each. A batch hands out results only after the last
+    flush, so every result it returns has a durable record (a batch terminated midway flushes
+    what it queued; one killed with SIGKILL loses the queued records of runs whose results it
+    never returned). From a run's first record until the flush that writes it, a shared hold
+    of the GC guard keeps a collector away from the objects the record names.
     """
 
     def __init__(self, cas: Cas, spool_dir: str | os.PathLike[str]) -> None:

@@ -21,6 +21,7 @@ import select
 import signal
 import struct
 
+from requiem.cas_writer import write_all
 from requiem.errors import ERROR_CODES, INVALID_REQUEST, RequiemError
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
@@ -277,7 +278,7 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
                      look_ahead=False)
         finally:
             session.close()  # the last run settled, every record durable
-        _write_all(result_write, b"".join(frames))
+        write_all(result_write, b"".join(frames))
     except KeyboardInterrupt:
         return 130  # the records of the runs that finished are durable; no results are wanted
     except BrokenPipeError:
@@ -295,13 +296,7 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
 def _report_failure(result_write: int, code: str, message: str) -> int:
     body = f"{code}\n{message}".encode()
     try:
-        _write_all(result_write, _RESULT.pack(len(body), 0, _FAILURE) + body)
+        write_all(result_write, _RESULT.pack(len(body), 0, _FAILURE) + body)
     except OSError:
         pass
     return 0  # reported: the batch process raises it
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
