@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 
@@ -10,6 +9,7 @@ from requiem import canonical, contract
 from requiem.engines import Session, Ticket
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 from requiem.home import Home
+from requiem.json_text import compact
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every start
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def _in_this_process(home: Home, lines: list[bytes],
 
 def result_line(result: dict[str, Any]) -> bytes:
     """One result as a line of a batch's results file."""
-    return json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return compact(result, sort_keys=False).encode() + b"\n"
 
 
 def write_results(lines: list[bytes], failed: int, out_path: str) -> dict[str, Any]:

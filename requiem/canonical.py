@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from requiem.errors import (
     INVALID_REQUEST,
     JSON_DUPLICATE_KEY,
@@ -11,6 +9,7 @@ from requiem.errors import (
     QUOTA_EXCEEDED,
     RequiemError,
 )
+from requiem.json_text import Scanner, compact
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
@@ -71,6 +70,9 @@ def _check_string(text: str, pointer: str) -> None:
         ) from None
 
 
+_STRICT = Scanner(_object_without_duplicates, _reject_constant)
+
+
 def escape_pointer(key: str) -> str:
     """A key as one JSON-pointer segment (RFC 6901: ~ as ~0, / as ~1)."""
     return key.replace("~", "~0").replace("/", "~1")
@@ -92,14 +94,14 @@ def loads(data: bytes | str, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     if text.startswith("\ufeff"):
         raise RequiemError(JSON_PARSE_ERROR, "a byte order mark is not allowed", position=0)
     try:
-        value = json.loads(
-            text, object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant
-        )
-    except json.JSONDecodeError as exc:
+        value = _STRICT.loads(text)
+    except ValueError as exc:
+        if not hasattr(exc, "lineno"):  # not a syntax error: an integer too long to convert
+            raise RequiemError(JSON_PARSE_ERROR, str(exc)) from None
         raise RequiemError(
             JSON_PARSE_ERROR,
-            f"{exc.msg} at line {exc.lineno} column {exc.colno}",
-            position=exc.pos, line=exc.lineno, column=exc.colno,
+            f"{exc.msg} at line {exc.lineno} column {exc.colno}",  # type: ignore[attr-defined]
+            position=exc.pos, line=exc.lineno, column=exc.colno,  # type: ignore[attr-defined]
         ) from None
     except RecursionError:
         raise RequiemError(JSON_PARSE_ERROR, f"nesting deeper than {MAX_DEPTH}") from None
@@ -162,8 +164,7 @@ def dumps(value: Any) -> bytes:
     """RFC 8785 canonical bytes of a JSON value."""
     if _plain(value):
         try:
-            return json.dumps(value, sort_keys=True, separators=(",", ":"),
-                              ensure_ascii=False).encode("utf-8")
+            return compact(value).encode("utf-8")
         except UnicodeEncodeError:
             pass  # a lone surrogate: let rfc8785 say so
     import rfc8785  # only for floats and non-BMP keys: the stdlib encoder handles the rest
@@ -176,5 +177,4 @@ def dumps(value: Any) -> bytes:
 
 def stable_dumps(value: Any) -> bytes:
     """Deterministic compact JSON for storage (sorted keys); not RFC 8785 for floats."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8", "surrogatepass")
+    return compact(value).encode("utf-8", "surrogatepass")

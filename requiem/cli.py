@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -14,6 +13,7 @@ from requiem.errors import (
     QUOTA_EXCEEDED,
     RequiemError,
 )
+from requiem.json_text import pretty
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ _HASH_DIAGNOSTICS = frozenset({"doctor", "validate-replacement"})
 
 def emit(document: Any) -> None:
     """Write the one JSON document of this invocation to stdout."""
-    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(pretty(document) + "\n")
     sys.stdout.flush()
 
 

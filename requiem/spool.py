@@ -22,12 +22,12 @@ it, which waits out any writer still mid-append; after that nobody can add to it
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 
 from requiem import canonical, hashing
 from requiem.clock import utc_now_iso
+from requiem.json_text import Scanner
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ SEGMENT_BYTES = 64 << 20
 QUARANTINE = "quarantine"
 LINE_PREFIX = b'{"id":"'
 _RECORD_KEY = b'","record":'
+_RECORD_JSON = Scanner()
 _BODY_START = len(LINE_PREFIX) + hashing.DIGEST_HEX_LENGTH + len(_RECORD_KEY)
 
 
@@ -281,7 +282,7 @@ def pending_records(spool_dir: StrPath, kind: str | None = None) -> list[dict[st
     records = []
     for body in bodies:
         try:
-            record = json.loads(body)
+            record = _RECORD_JSON.loads(body.decode())
         except ValueError:
             continue
         if isinstance(record, dict) and (kind is None or record.get("kind") == kind):

@@ -12,8 +12,8 @@ HEAVY = ("duckdb", "polars", "textual", "pyarrow", "prometheus_client", "zstanda
 
 def loaded_after(code: str, watched: tuple[str, ...] = HEAVY) -> list[str]:
     """Run code in a fresh interpreter; return which watched modules it left in sys.modules."""
-    probe = code + (f"\nimport json, sys\nsys.stderr.write(json.dumps([m for m in {watched!r} "
-                    "if m in sys.modules]))\n")
+    probe = code + (f"\nimport sys\nloaded = [m for m in {watched!r} if m in sys.modules]\n"
+                    "import json\nsys.stderr.write(json.dumps(loaded))\n")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     return json.loads(proc.stderr.strip().splitlines()[-1])
 
@@ -33,8 +33,9 @@ def test_a_plain_exec_run_skips_what_only_other_commands_need(tmp_path: Path) ->
                                "policy": {"sandbox": {"backend": "none"}}}))
     argv = ["--home", str(tmp_path / "h"), "exec", "run", "--request", str(req), "--out",
             str(tmp_path / "o.json")]
+    # json (re), subprocess (locale, selectors) and signal (enum): ~35M instructions of ~110M.
     extra = ("argparse", "typing", "dataclasses", "pathlib", "ctypes", "requiem.dual",
-             "requiem.sandbox.probe")
+             "requiem.sandbox.probe", "json", "re", "subprocess", "signal", "enum")
     assert loaded_after(f"from requiem.cli import main\nmain({argv!r})", extra) == []
 
 

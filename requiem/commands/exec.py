@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from requiem.commands import home_of
 from requiem.errors import EXIT_FAILED, EXIT_OK, INVALID_REQUEST, RequiemError
+from requiem.json_text import pretty
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
@@ -18,8 +18,7 @@ def write_json(path: str, document: Any) -> None:
     """Write a JSON file atomically (temp beside it, rename)."""
     temp = f"{path}.{os.getpid()}.part"
     with open(temp, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
+        handle.write(pretty(document) + "\n")
     os.replace(temp, path)
 
 

@@ -1,4 +1,4 @@
-"""The bwrap backend: bubblewrap started by a plain Popen (vfork, no preexec_fn) with the layout, no caps, seccomp."""
+"""The bwrap backend: bubblewrap started by a plain spawn (vfork, no preexec_fn) with the layout, no caps, seccomp."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import os
 import resource
 import shutil
 import signal
-import subprocess
 import tempfile
 
 from requiem.sandbox import _layout, _seccomp
 from requiem.sandbox.base import Exit, LaunchSpec, SandboxReport
 from requiem.sandbox.plan import bwrap_plan
-from requiem.sandbox.proc import PidfdChild, become_subreaper, devnull, wait_readable
+from requiem.sandbox.proc import PidfdChild, become_subreaper, devnull, spawn, wait_readable
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
@@ -124,8 +123,8 @@ def _check_namespaces(init: int, spec: LaunchSpec) -> None:
 class BwrapChild(PidfdChild):
     """bwrap's own process; the command runs under bwrap's init, pid 1 of a fresh pid namespace."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        super().__init__(popen)
+    def __init__(self, pid: int) -> None:
+        super().__init__(pid)
         self.init: tuple[int, int] | None = None  # (pid, pidfd) of bwrap's init, once bwrap reports it
 
     def _exit_of(self, status: int, usage: object) -> Exit:
@@ -196,10 +195,9 @@ def launch(tools: dict[str, str | None], spec: LaunchSpec, limits: dict[str, int
     block_r, block_w = os.pipe2(os.O_CLOEXEC)
     passed = [info_w, block_r] + ([] if seccomp_fd is None else [seccomp_fd])
     try:
-        popen = subprocess.Popen(
-            build_argv(tools, spec, ops, wrapped, seccomp_fd, (info_w, block_r)),
-            stdin=devnull(), stdout=spec.stdout_fd, stderr=spec.stderr_fd, env=spec.env,
-            cwd="/", umask=spec.umask, close_fds=True, start_new_session=True, pass_fds=passed)
+        argv = build_argv(tools, spec, ops, wrapped, seccomp_fd, (info_w, block_r))
+        pid = spawn(argv, argv[0], stdin=devnull(), stdout=spec.stdout_fd, stderr=spec.stderr_fd,
+                    cwd="/", env=spec.env, umask=spec.umask, keep_fds=tuple(passed))
     except BaseException:
         os.close(info_r)
         os.close(block_w)
@@ -207,7 +205,7 @@ def launch(tools: dict[str, str | None], spec: LaunchSpec, limits: dict[str, int
     finally:
         for fd in passed:
             os.close(fd)
-    child = BwrapChild(popen)
+    child = BwrapChild(pid)
     try:
         init = _read_info(info_r)
         child.init = (init, os.pidfd_open(init))

@@ -1,0 +1,145 @@
+"""JSON text read and written by CPython's C accelerator `_json`, without the `json` package.
+
+`import json` costs every cold start ~14M instructions (it compiles `re` patterns the C
+accelerator never uses), and `json.loads`/`json.dumps` with options build a new decoder or
+encoder object per call. The scanner and encoder below are the ones `json` itself uses, built
+once. Their output is byte for byte `json`'s, which the tests check.
+"""
+
+from __future__ import annotations
+
+import _json
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+__all__ = ["Scanner", "compact", "decode_error", "pretty", "ascii_string"]
+
+_WHITESPACE = " \t\n\r"
+
+# A str as a JSON string literal, every non-ASCII character escaped; and as it is.
+ascii_string: Callable[[str], str] = _json.encode_basestring_ascii
+_string: Callable[[str], str] = _json.encode_basestring
+
+
+def _unencodable(value: object) -> Any:
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+# Arguments: markers (None: no cycle check, recursion is bounded anyway), default, string
+# encoder, indent (unsupported by the C encoder before 3.13), key and item separators,
+# sort_keys, skipkeys, allow_nan.
+_sorted_compact = _json.make_encoder(None, _unencodable, _string, None, ":", ",", True, False, False)
+_compact = _json.make_encoder(None, _unencodable, _string, None, ":", ",", False, False, False)
+
+
+def compact(value: Any, *, sort_keys: bool = True) -> str:
+    """`json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=False)`."""
+    return "".join((_sorted_compact if sort_keys else _compact)(value, 0))
+
+
+def decode_error(message: str, text: str, position: int) -> ValueError:
+    """json.JSONDecodeError as the C scanner raises it (json.decoder is imported only on error)."""
+    from json import JSONDecodeError
+
+    return JSONDecodeError(message, text, position)
+
+
+class Scanner:
+    """A strict JSON parser: one document, whitespace around it, hooks as `json.loads` takes them."""
+
+    strict = True
+    object_hook = None
+    parse_float = float
+    parse_int = int
+
+    def __init__(self, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
+                 parse_constant: Callable[[str], Any] | None = None) -> None:
+        # The C scanner reads these attributes once, here.
+        self.object_pairs_hook = object_pairs_hook
+        self.parse_constant = parse_constant or {"NaN": float("nan"), "Infinity": float("inf"),
+                                                 "-Infinity": float("-inf")}.__getitem__
+        self._scan = _json.make_scanner(self)
+
+    def loads(self, text: str) -> Any:
+        """The value of one JSON document; ValueError (a json.JSONDecodeError) when it is not one."""
+        start = len(text) - len(text.lstrip(_WHITESPACE))
+        try:
+            value, end = self._scan(text, start)
+        except StopIteration as stop:
+            raise decode_error("Expecting value", text, stop.value) from None
+        except SystemError:
+            # The C scanner raises its syntax errors as json.decoder.JSONDecodeError, looked up
+            # in sys.modules only: without json.decoder loaded it fails like this. Load it and
+            # scan again, which raises the syntax error itself.
+            import json.decoder  # noqa: F401
+
+            value, end = self._scan(text, start)
+        if end != len(text) and text[end:].strip(_WHITESPACE):
+            raise decode_error("Extra data", text, len(text) - len(text[end:].lstrip(_WHITESPACE)))
+        return value
+
+
+def pretty(value: Any) -> str:
+    """`json.dumps(value, indent=2, ensure_ascii=False)`."""
+    chunks: list[str] = []
+    _pretty(value, chunks, "\n")
+    return "".join(chunks)
+
+
+def _pretty(value: Any, out: list[str], newline: str) -> None:
+    if isinstance(value, str):
+        out.append(_string(value))
+    elif isinstance(value, dict):
+        if not value:
+            out.append("{}")
+            return
+        inner = newline + "  "
+        separator = "{" + inner
+        for key, item in value.items():
+            out.append(separator)
+            out.append(_string(_key(key)))
+            out.append(": ")
+            _pretty(item, out, inner)
+            separator = "," + inner
+        out.append(newline + "}")
+    elif isinstance(value, (list, tuple)):
+        if not value:
+            out.append("[]")
+            return
+        inner = newline + "  "
+        separator = "[" + inner
+        for item in value:
+            out.append(separator)
+            _pretty(item, out, inner)
+            separator = "," + inner
+        out.append(newline + "]")
+    else:
+        out.append(_scalar(value))
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "Infinity" if value > 0 else "-Infinity"
+        return float.__repr__(value)
+    return _unencodable(value)
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (int, float)):
+        return _scalar(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {key.__class__.__name__}")
