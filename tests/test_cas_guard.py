@@ -1,0 +1,101 @@
+"""The writers' guard keeps an exclusive GC out while held, and only then, whatever reuses it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from requiem.cas_guard import write_guard
+
+# Another process asks for the GC's exclusive lock without waiting: exit 0 if it got it.
+GC_PROBE = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR)\n"
+            "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n"
+            "    sys.exit(1)\n")
+
+
+def gc_could_start(cas_root: Path) -> bool:
+    probe = [sys.executable, "-c", GC_PROBE, str(cas_root / "gc.lock")]
+    return subprocess.run(probe, timeout=60, check=False).returncode == 0
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_hold_keeps_the_gc_out_until_it_ends_each_time_it_is_taken(tmp_path: Path) -> None:
+    cas_root = tmp_path / "cas"
+    for _ in range(3):
+        with write_guard(cas_root):
+            assert not gc_could_start(cas_root)
+        assert gc_could_start(cas_root)
+    before = open_descriptors()
+    for _ in range(50):
+        with write_guard(cas_root):
+            pass
+    assert open_descriptors() == before  # the descriptors are reused, not opened per hold
+
+
+def test_concurrent_holds_in_one_process_each_keep_the_gc_out(tmp_path: Path) -> None:
+    cas_root = tmp_path / "cas"
+    first, second = write_guard(cas_root), write_guard(cas_root)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc_could_start(cas_root)  # the second hold has open files of its own
+    second.__exit__(None, None, None)
+    assert gc_could_start(cas_root)
+
+
+def test_a_child_forked_inside_a_hold_does_not_end_the_parents(tmp_path: Path) -> None:
+    cas_root = tmp_path / "cas"
+    guard = write_guard(cas_root)
+    guard.__enter__()
+    pid = os.fork()
+    if pid == 0:  # the child leaves the hold it inherited, as code after a fork would
+        try:
+            guard.__exit__(None, None, None)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert not gc_could_start(cas_root)
+    guard.__exit__(None, None, None)
+    assert gc_could_start(cas_root)
+
+
+def test_a_forked_child_never_shares_the_parents_idle_descriptors(tmp_path: Path) -> None:
+    cas_root = tmp_path / "cas"
+    with write_guard(cas_root):
+        pass  # leaves an idle pair: if the child took it, the parent's next hold would end its hold
+    held_r, held_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with write_guard(cas_root):
+                os.write(held_w, b"x")
+                os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        os.read(held_r, 1)
+        with write_guard(cas_root):
+            pass
+        assert not gc_could_start(cas_root)  # the child still holds
+    finally:
+        os.write(done_w, b"x")
+        os.waitpid(pid, 0)
+        for fd in (held_r, held_w, done_r, done_w):
+            os.close(fd)
+    assert gc_could_start(cas_root)
+
+
+def test_a_hold_ended_by_an_exception_still_lets_the_gc_in(tmp_path: Path) -> None:
+    cas_root = tmp_path / "cas"
+    try:
+        with write_guard(cas_root):
+            raise KeyError("a run that failed midway")
+    except KeyError:
+        pass
+    assert gc_could_start(cas_root)
