@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import threading
+import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
 import time
 
 from requiem import cas_sync, hashing
@@ -57,7 +57,7 @@ class Cas:
         # directory, and how many objects were published since the last sync (none kept open).
         self._syncfs_fd: int | None = None
         self._unsynced = 0
-        self._deferred_lock = threading.Lock()
+        self._deferred_lock = _thread.allocate_lock()
         # Objects this instance stored or found intact: a later put of the same bytes checks
         # only that the file is still there at its size (a stat, not an open and a parse).
         self._known: dict[str, ObjectInfo] = {}

@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import threading
-from contextlib import contextmanager
-
-TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
-if TYPE_CHECKING:
-    from typing import Iterator
+import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
 
 
 def _open(path: str) -> int:
@@ -41,7 +36,7 @@ def _lock(path: str, mode: int) -> int:
 _MAX_IDLE = 8
 _idle_root: str | None = None
 _idle: list[tuple[int, int]] = []
-_idle_lock = threading.Lock()
+_idle_lock = _thread.allocate_lock()
 
 
 def _take_pair(root: str) -> tuple[int, int]:
@@ -74,7 +69,7 @@ def _give_back(root: str, pair: tuple[int, int]) -> None:
 def _forget_idle() -> None:
     """In a forked child: the idle pairs are the parent's open files; a flock on them is the parent's."""
     global _idle_root, _idle_lock
-    _idle_lock = threading.Lock()
+    _idle_lock = _thread.allocate_lock()
     for fds in _idle:
         for fd in fds:
             os.close(fd)
@@ -134,15 +129,22 @@ def hold_shared(cas_root: str | os.PathLike[str]) -> int:
     return _lock(os.path.join(cas_root, "gc.lock"), fcntl.LOCK_SH)
 
 
-@contextmanager
-def exclusive_guard(cas_root: str | os.PathLike[str]) -> Iterator[None]:
+class exclusive_guard:  # noqa: N801 - used as a function: `with exclusive_guard(root):`
     """Held by an executing GC: waits for writers to finish and keeps new ones out."""
-    gate = _lock(os.path.join(cas_root, "gc.gate"), fcntl.LOCK_EX)
-    try:
-        guard = _lock(os.path.join(cas_root, "gc.lock"), fcntl.LOCK_EX)
+
+    def __init__(self, cas_root: str | os.PathLike[str]) -> None:
+        self._root = os.fspath(cas_root)
+
+    def __enter__(self) -> None:
+        self._gate = _lock(os.path.join(self._root, "gc.gate"), fcntl.LOCK_EX)
         try:
-            yield
+            self._guard = _lock(os.path.join(self._root, "gc.lock"), fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self._gate)
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            os.close(self._guard)
         finally:
-            os.close(guard)
-    finally:
-        os.close(gate)
+            os.close(self._gate)

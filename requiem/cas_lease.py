@@ -10,42 +10,47 @@ live process inside its exclusive hold and spares what they list.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 
 from requiem.cas import pid_alive
 from requiem.cas_guard import write_guard
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
-    from typing import Iterable, Iterator
+    from typing import Iterable
 
 LEASES_DIR = "leases"
 
 
-@contextmanager
-def lease(cas_root: str | os.PathLike[str], digests: Iterable[str]) -> Iterator[None]:
+class lease:  # noqa: N801 - used as a function: `with lease(root, digests):`
     """Hold while using objects no record names yet; a GC spares every digest listed.
 
     The lease is written under the write guard, so a GC either finished deleting before it
     (the caller then finds the object missing and says so) or reads it in its exclusive hold.
     """
-    wanted = sorted(set(digests))
-    if not wanted:
-        yield
-        return
-    directory = os.path.join(cas_root, LEASES_DIR)
-    path = os.path.join(directory, f"{os.getpid()}.{os.urandom(8).hex()}")
-    with write_guard(cas_root):
-        os.makedirs(directory, exist_ok=True)
-        with open(path, "w", encoding="ascii") as handle:
-            handle.write("\n".join(wanted) + "\n")
-    try:
-        yield
-    finally:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+
+    def __init__(self, cas_root: str | os.PathLike[str], digests: Iterable[str]) -> None:
+        self._root = cas_root
+        self._wanted = sorted(set(digests))
+        self._path: str | None = None
+
+    def __enter__(self) -> None:
+        if not self._wanted:
+            return
+        directory = os.path.join(self._root, LEASES_DIR)
+        path = os.path.join(directory, f"{os.getpid()}.{os.urandom(8).hex()}")
+        with write_guard(self._root):
+            os.makedirs(directory, exist_ok=True)
+            with open(path, "w", encoding="ascii") as handle:
+                handle.write("\n".join(self._wanted) + "\n")
+        self._path = path
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._path is not None:
+            try:
+                os.unlink(self._path)
+            except FileNotFoundError:
+                pass
+            self._path = None
 
 
 def leased_digests(cas_root: str | os.PathLike[str]) -> set[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 
 from requiem import hashing
 from requiem.cas_format import (
@@ -90,6 +89,8 @@ class CasWriter:
             while n := source.readinto(buffer):  # type: ignore[attr-defined]
                 self.write(view[:n])
             return
+        import threading  # only for large files: a cold start does without it
+
         self._dirty = True
         before = _identity_stat(source.fileno())
         digest_box: list[str | BaseException] = []

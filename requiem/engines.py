@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import threading
+import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
 
 from requiem import canonical, confinement, contract
 from requiem.cas import Cas
@@ -146,7 +146,7 @@ class Session:
                                      probe_cache=home.root_location, protected=self._protected())
         self._perturbed: RequiemEngine | None = None
         self._unsettled: list[Ticket] = []
-        self._unsettled_lock = threading.Lock()
+        self._unsettled_lock = _thread.allocate_lock()
 
     def _required(self) -> tuple[str, ...]:
         return tuple(self.config["sandbox"]["required"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 import time
-from contextlib import ExitStack
 
 import requiem
 from requiem import confinement, contract, sandbox
@@ -267,8 +266,9 @@ class Launch:
         self.request = request
         self._perturbation = perturbation
         self._moved_to = moved_to
-        # The lease on the inputs and the GC guard: held until the run's record is queued.
-        self._held = ExitStack()
+        # The lease on the inputs and the GC guard, entered in that order: held until the run's
+        # record is queued (contextlib's ExitStack would cost every cold start its import).
+        self._held: list[lease | write_guard] = []
         self._stdout: CasWriter | None = None
         self._stderr: CasWriter | None = None
         self._child: sandbox.Child | None = None
@@ -289,7 +289,7 @@ class Launch:
         trace = self.trace = Trace(self.start_ns)
         trace.add("request", request_digest=request.request_digest)
         # From copying the inputs out until the record names them, a GC must spare them.
-        self._held.enter_context(lease(runner.cas.root, request.inputs.values()))
+        self._hold(lease(runner.cas.root, request.inputs.values()))
         workspace = self.workspace = self._moved_to or workspace
         cwd_path = move(request.cwd or ".")
         # The workspace is resolved already: its own "." needs no second walk through realpath.
@@ -378,7 +378,7 @@ class Launch:
             exit_info = child.wait(None)
         self._reason, self._exit = reason, exit_info
         # From the first object stored until the record names it, a GC must wait.
-        self._held.enter_context(write_guard(self.runner.cas.root))
+        self._hold(write_guard(self.runner.cas.root))
         exit_code = None
         if reason == "exited":
             # A death by signal N is exit code 128+N, the shell's convention: bwrap can only report
@@ -491,4 +491,19 @@ class Launch:
             for writer in (self._stdout, self._stderr):
                 if writer is not None:
                     writer.abort()
-            self._held.close()
+            self._release_held()
+
+    def _hold(self, context: lease | write_guard) -> None:
+        context.__enter__()
+        self._held.append(context)
+
+    def _release_held(self) -> None:
+        """Exit what the run holds, latest first; every one is exited, the first failure raised."""
+        failure: BaseException | None = None
+        while self._held:
+            try:
+                self._held.pop().__exit__(None, None, None)
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure

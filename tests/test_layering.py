@@ -33,9 +33,11 @@ def test_a_plain_exec_run_skips_what_only_other_commands_need(tmp_path: Path) ->
                                "policy": {"sandbox": {"backend": "none"}}}))
     argv = ["--home", str(tmp_path / "h"), "exec", "run", "--request", str(req), "--out",
             str(tmp_path / "o.json")]
-    # json (re), subprocess (locale, selectors) and signal (enum): ~35M instructions of ~110M.
+    # json (re), subprocess (locale, selectors), signal (enum), threading and contextlib
+    # (functools): ~40M instructions of ~110M.
     extra = ("argparse", "typing", "dataclasses", "pathlib", "ctypes", "requiem.dual",
-             "requiem.sandbox.probe", "json", "re", "subprocess", "signal", "enum")
+             "requiem.sandbox.probe", "json", "re", "subprocess", "signal", "enum", "threading",
+             "contextlib", "functools")
     assert loaded_after(f"from requiem.cli import main\nmain({argv!r})", extra) == []
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import threading
+import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
 
 from requiem.sandbox.base import CAPABILITIES, Exit, LaunchSpec, Rlimits, SandboxReport
 
@@ -46,7 +46,7 @@ def __getattr__(name: str) -> object:
 
         return machine_capabilities
     raise AttributeError(f"module 'requiem.sandbox' has no attribute {name!r}")
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _backends: dict[str, Backend] = {}
 
 

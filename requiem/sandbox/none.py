@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import threading
+import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
 
 from requiem.sandbox.base import LaunchSpec, SandboxReport
 from requiem.sandbox.proc import (
@@ -22,7 +22,7 @@ __all__ = ["NoneBackend", "PlainChild", "become_subreaper"]
 _SIGKILL = 9
 # Held from the spawn until the child is owned, and while orphans are listed: in between, a fresh
 # child of another thread would look like an orphan.
-_spawning = threading.Lock()
+_spawning = _thread.allocate_lock()
 
 
 def _belongs(orphan: int, session: int, alone: bool) -> bool:

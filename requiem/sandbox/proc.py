@@ -6,7 +6,7 @@ import errno
 import os
 import select
 import sys
-import threading
+import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
 import time
 
 # What subprocess.Popen calls: vfork + exec in C, no preexec_fn. Called directly, a spawn skips
@@ -19,7 +19,7 @@ from requiem.sandbox.base import Exit
 _ALLOW_VFORK = (True,) if sys.version_info < (3, 14) else ()
 
 _PR_SET_CHILD_SUBREAPER = 36
-_subreaper_lock = threading.Lock()
+_subreaper_lock = _thread.allocate_lock()
 _subreaper_set = False
 
 
@@ -42,7 +42,7 @@ def _prctl(option: int, value: int) -> bool:
 
 
 _devnull: list[int] = []
-_devnull_lock = threading.Lock()
+_devnull_lock = _thread.allocate_lock()
 
 
 def devnull() -> int:
@@ -193,7 +193,7 @@ class PidfdChild:
             if exc.errno != errno.ENOSYS:  # kernels before 5.3; valgrind
                 raise
             self._pidfd = None
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         own(pid)
 
     def wait(self, timeout_s: float | None) -> Exit | None:
