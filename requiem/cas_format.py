@@ -71,7 +71,7 @@ def decode_header(raw: bytes, digest: str, file_size: int) -> ObjectInfo:
     """Parse and cross-check a header against its file name and size; raise ValueError if bad."""
     if len(raw) != HEADER_SIZE or not raw.startswith(MAGIC) or not raw.endswith(b"\n"):
         raise ValueError("header is truncated or has no magic")
-    meta = _HEADER_JSON.loads(raw[len(MAGIC):].rstrip(b" \n").decode())
+    meta = _HEADER_JSON.loads(raw[len(MAGIC):].rstrip(b" \n").decode("utf-8", "surrogatepass"))
     info = ObjectInfo(**meta)
     if info.digest != digest:
         raise ValueError("header digest does not match the object name")

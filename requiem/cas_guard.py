@@ -37,6 +37,7 @@ _MAX_IDLE = 8
 _idle_root: str | None = None
 _idle: list[tuple[int, int]] = []
 _idle_lock = _thread.allocate_lock()
+_forks = 0  # os.fork()s of this process so far
 
 
 def _take_pair(root: str) -> tuple[int, int]:
@@ -62,8 +63,27 @@ def _give_back(root: str, pair: tuple[int, int]) -> None:
         if len(_idle) < _MAX_IDLE:
             _idle.append(closing.pop(0))
     for fds in closing:
-        for fd in fds:
-            os.close(fd)
+        _close(fds)
+
+
+def _close(pair: tuple[int, int]) -> None:
+    for fd in pair:
+        os.close(fd)
+
+
+def _still_named(fd: int, path: str) -> bool:
+    """Whether path still names the file fd has open (a store removed and made again does not)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
 
 
 def _forget_idle() -> None:
@@ -71,52 +91,62 @@ def _forget_idle() -> None:
     global _idle_root, _idle_lock
     _idle_lock = _thread.allocate_lock()
     for fds in _idle:
-        for fd in fds:
-            os.close(fd)
+        _close(fds)
     _idle.clear()
     _idle_root = None
 
 
-os.register_at_fork(after_in_child=_forget_idle)
+os.register_at_fork(before=_count_fork, after_in_child=_forget_idle)
 
 
 class write_guard:  # noqa: N801 - used as a function: `with write_guard(root):`
     """Hold while storing objects and spooling the record that references them.
 
     Shared among writers; a collecting GC waits for holders to finish and keeps new ones out
-    (the gate stops a stream of writers from starving it). Costs four flocks when no GC runs.
+    (the gate stops a stream of writers from starving it). Costs four flocks and a stat when no
+    GC runs. One object is one hold: make a new one for the next.
     """
 
     def __init__(self, cas_root: str | os.PathLike[str]) -> None:
         self._root = os.fspath(cas_root)
+        self._lock_path = os.path.join(self._root, "gc.lock")
+        self._pair: tuple[int, int] | None = None
 
     def __enter__(self) -> None:
-        gate, guard = self._pair = _take_pair(self._root)
-        self._owner = os.getpid()
-        try:
-            fcntl.flock(gate, fcntl.LOCK_SH)
+        if self._pair is not None:
+            raise RuntimeError("this write_guard is held already; make one per hold")
+        self._owner, self._forks = os.getpid(), _forks
+        while True:
+            gate, guard = pair = _take_pair(self._root)
             try:
-                fcntl.flock(guard, fcntl.LOCK_SH)
-            finally:
-                fcntl.flock(gate, fcntl.LOCK_UN)
-        except BaseException:
-            os.close(gate)
-            os.close(guard)
-            raise
+                fcntl.flock(gate, fcntl.LOCK_SH)
+                try:
+                    fcntl.flock(guard, fcntl.LOCK_SH)
+                finally:
+                    fcntl.flock(gate, fcntl.LOCK_UN)
+                # Locked, then checked: a GC locks the file the name holds now.
+                if _still_named(guard, self._lock_path):
+                    self._pair = pair
+                    return
+            except BaseException:
+                _close(pair)
+                raise
+            _close(pair)  # kept from a store since removed or replaced: open the new one
 
     def __exit__(self, *exc_info: object) -> None:
-        gate, guard = self._pair
-        if os.getpid() != self._owner:  # a fork inside the hold: unlocking would end the parent's
-            os.close(gate)
-            os.close(guard)
+        pair, self._pair = self._pair, None
+        assert pair is not None, "write_guard left without being entered"
+        if os.getpid() != self._owner or _forks != self._forks:
+            # A fork inside the hold: parent and child share these open files, so an unlock by
+            # either would end the other's hold too. A close ends only its own.
+            _close(pair)
             return
         try:
-            fcntl.flock(guard, fcntl.LOCK_UN)
+            fcntl.flock(pair[1], fcntl.LOCK_UN)
         except BaseException:
-            os.close(gate)
-            os.close(guard)  # closing the last descriptor of the open file releases it too
+            _close(pair)  # closing the last descriptor of the open file releases it too
             raise
-        _give_back(self._root, self._pair)
+        _give_back(self._root, pair)
 
 
 def hold_shared(cas_root: str | os.PathLike[str]) -> int:

@@ -27,7 +27,8 @@ def _unencodable(value: object) -> Any:
     raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
 
 
-# Arguments: markers (None: no cycle check, recursion is bounded anyway), default, string
+# Arguments: markers (None: no cycle check; a cycle ends in RecursionError, not json's
+# ValueError, and documents here are trees), default, string
 # encoder, indent (unsupported by the C encoder before 3.13), key and item separators,
 # sort_keys, skipkeys, allow_nan.
 _sorted_compact = _json.make_encoder(None, _unencodable, _string, None, ":", ",", True, False, False)
@@ -64,6 +65,8 @@ class Scanner:
 
     def loads(self, text: str) -> Any:
         """The value of one JSON document; ValueError (a json.JSONDecodeError) when it is not one."""
+        if text.startswith("\ufeff"):
+            raise decode_error("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
         start = len(text) - len(text.lstrip(_WHITESPACE))
         try:
             value, end = self._scan(text, start)

@@ -282,7 +282,7 @@ def pending_records(spool_dir: StrPath, kind: str | None = None) -> list[dict[st
     records = []
     for body in bodies:
         try:
-            record = _RECORD_JSON.loads(body.decode())
+            record = _RECORD_JSON.loads(body.decode("utf-8", "surrogatepass"))  # as written
         except ValueError:
             continue
         if isinstance(record, dict) and (kind is None or record.get("kind") == kind):

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from requiem.cas_guard import write_guard
 
 # Another process asks for the GC's exclusive lock without waiting: exit 0 if it got it.
@@ -98,4 +100,49 @@ def test_a_hold_ended_by_an_exception_still_lets_the_gc_in(tmp_path: Path) -> No
             raise KeyError("a run that failed midway")
     except KeyError:
         pass
+    assert gc_could_start(cas_root)
+
+
+def test_a_child_forked_inside_a_hold_keeps_its_copy_after_the_parent_leaves(tmp_path: Path) -> None:
+    cas_root = tmp_path / "cas"
+    go_r, go_w = os.pipe()
+    with write_guard(cas_root):
+        pid = os.fork()
+        if pid == 0:  # holds the open files it inherited until told to go
+            try:
+                os.read(go_r, 1)
+            finally:
+                os._exit(0)
+    try:
+        assert not gc_could_start(cas_root)  # the parent left; the child's inherited hold stands
+    finally:
+        os.write(go_w, b"x")
+        os.waitpid(pid, 0)
+        os.close(go_r)
+        os.close(go_w)
+    assert gc_could_start(cas_root)
+
+
+def test_a_store_removed_and_made_again_is_guarded_by_its_new_lock(tmp_path: Path) -> None:
+    import shutil
+
+    cas_root = tmp_path / "cas"
+    with write_guard(cas_root):
+        pass  # an idle pair, open on the files about to be removed
+    shutil.rmtree(cas_root)
+    with write_guard(cas_root):
+        assert not gc_could_start(cas_root)
+    assert gc_could_start(cas_root)
+
+
+def test_one_guard_object_is_one_hold(tmp_path: Path) -> None:
+    cas_root = tmp_path / "cas"
+    guard = write_guard(cas_root)
+    with guard:
+        with pytest.raises(RuntimeError):
+            guard.__enter__()
+        assert not gc_could_start(cas_root)
+    assert gc_could_start(cas_root)
+    with guard:  # taken again once left
+        assert not gc_could_start(cas_root)
     assert gc_could_start(cas_root)

@@ -62,7 +62,7 @@ def test_the_scanner_reads_what_json_reads(text: str) -> None:
     assert Scanner().loads(text) == json.loads(text)
 
 
-@pytest.mark.parametrize("text", ["", "   ", '{"a": }', '{"a" 1}', "[1,]", "[1] 2", '{"a": 1}}',
+@pytest.mark.parametrize("text", ["", "   ", "\ufeff{}", '{"a": }', '{"a" 1}', "[1,]", "[1] 2", '{"a": 1}}',
                                   '"unterminated', "tru", "[1, 2", '{"a": 1,\n "b": x}'])
 def test_the_scanner_reports_what_json_reports(text: str) -> None:
     with pytest.raises(json.JSONDecodeError) as expected:

@@ -77,10 +77,12 @@ def test_spawn_works_with_the_standard_descriptors_closed(tmp_path: Path) -> Non
     assert (tmp_path / "o").read_text() == "fine\n"
 
 
-def test_a_child_is_waited_for_by_polling_where_pidfds_do_not_exist(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_pidfds(pid: int) -> int:  # kernels before 5.3, and valgrind
-        raise OSError(errno.ENOSYS, "Function not implemented")
+@pytest.mark.parametrize("refusal", [errno.ENOSYS, errno.EPERM, errno.EMFILE])
+def test_a_child_is_waited_for_by_polling_where_pidfds_are_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int) -> None:
+    # ENOSYS: kernels before 5.3, valgrind; EPERM: seccomp profiles; EMFILE: no descriptor left.
+    def no_pidfds(pid: int) -> int:
+        raise OSError(refusal, os.strerror(refusal))
 
     monkeypatch.setattr(os, "pidfd_open", no_pidfds)
     with open(os.devnull, "rb") as null:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import resource
 import shutil
 import signal
 import tempfile
 
+from requiem.json_text import Scanner
 from requiem.sandbox import _layout, _seccomp
 from requiem.sandbox.base import Exit, LaunchSpec, SandboxReport
 from requiem.sandbox.plan import bwrap_plan
@@ -107,7 +107,7 @@ def _read_info(fd: int) -> int:
     while chunk := os.read(fd, 4096):
         chunks.append(chunk)
     try:
-        return int(json.loads(b"".join(chunks))["child-pid"])
+        return int(Scanner().loads(b"".join(chunks).decode())["child-pid"])
     except (ValueError, KeyError) as exc:
         raise OSError(errno.EIO, "bwrap exited before creating the sandbox (see the command's stderr)") from exc
 

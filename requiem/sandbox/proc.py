@@ -189,10 +189,8 @@ class PidfdChild:
         self._exit: Exit | None = None
         try:
             self._pidfd: int | None = os.pidfd_open(pid)
-        except OSError as exc:
-            if exc.errno != errno.ENOSYS:  # kernels before 5.3; valgrind
-                raise
-            self._pidfd = None
+        except OSError:  # kernels before 5.3, valgrind, seccomp profiles that deny it, EMFILE:
+            self._pidfd = None  # the child runs already and must still be waited for and killed
         self._lock = _thread.allocate_lock()
         own(pid)
 
