@@ -37,7 +37,10 @@ _MAX_IDLE = 8
 _idle_root: str | None = None
 _idle: list[tuple[int, int]] = []
 _idle_lock = _thread.allocate_lock()
-_forks = 0  # os.fork()s of this process so far
+# Fork events (one as a fork begins, one as it ends in the parent), in all and by forking
+# thread: a hold that spans one of its own thread's forks is shared with the child.
+_fork_events = 0
+_fork_events_by_thread: dict[int, int] = {}
 
 
 def _take_pair(root: str) -> tuple[int, int]:
@@ -82,8 +85,10 @@ def _still_named(fd: int, path: str) -> bool:
 
 
 def _count_fork() -> None:
-    global _forks
-    _forks += 1
+    global _fork_events
+    _fork_events += 1
+    forker = _thread.get_ident()
+    _fork_events_by_thread[forker] = _fork_events_by_thread.get(forker, 0) + 1
 
 
 def _forget_idle() -> None:
@@ -96,7 +101,7 @@ def _forget_idle() -> None:
     _idle_root = None
 
 
-os.register_at_fork(before=_count_fork, after_in_child=_forget_idle)
+os.register_at_fork(before=_count_fork, after_in_parent=_count_fork, after_in_child=_forget_idle)
 
 
 class write_guard:  # noqa: N801 - used as a function: `with write_guard(root):`
@@ -115,7 +120,8 @@ class write_guard:  # noqa: N801 - used as a function: `with write_guard(root):`
     def __enter__(self) -> None:
         if self._pair is not None:
             raise RuntimeError("this write_guard is held already; make one per hold")
-        self._owner, self._forks = os.getpid(), _forks
+        self._owner, self._thread = os.getpid(), _thread.get_ident()
+        self._forks_seen = _fork_events, _fork_events_by_thread.get(self._thread, 0)
         while True:
             gate, guard = pair = _take_pair(self._root)
             try:
@@ -136,9 +142,11 @@ class write_guard:  # noqa: N801 - used as a function: `with write_guard(root):`
     def __exit__(self, *exc_info: object) -> None:
         pair, self._pair = self._pair, None
         assert pair is not None, "write_guard left without being entered"
-        if os.getpid() != self._owner or _forks != self._forks:
-            # A fork inside the hold: parent and child share these open files, so an unlock by
-            # either would end the other's hold too. A close ends only its own.
+        any_forks, own_forks = self._forks_seen
+        if os.getpid() != self._owner or _fork_events_by_thread.get(self._thread, 0) != own_forks:
+            # This thread forked inside the hold, and the child goes on in this code: parent and
+            # child share these open files, so an unlock by either would end the other's hold
+            # too. A close ends only its own.
             _close(pair)
             return
         try:
@@ -146,6 +154,9 @@ class write_guard:  # noqa: N801 - used as a function: `with write_guard(root):`
         except BaseException:
             _close(pair)  # closing the last descriptor of the open file releases it too
             raise
+        if _fork_events != any_forks:
+            _close(pair)  # another thread's fork copied these files into a child: not for reuse
+            return
         _give_back(self._root, pair)
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import sys
@@ -283,3 +284,24 @@ def test_concurrent_spawns_from_threads(sandbox: Sandbox, ws: Path) -> None:
     for thread in threads:
         thread.join(60)
     assert outputs == {n * 10 + i: f"{n}-{i}" for n in range(6) for i in range(3)}
+
+
+def test_a_tool_on_a_path_that_is_not_utf8_keeps_the_probe_cache_working(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import run_cli
+
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        pytest.skip("prlimit is not installed")
+    tools = tmp_path / os.fsdecode(b"bin\xff")  # a byte no UTF-8 decoder accepts
+    tools.mkdir()
+    (tools / "prlimit").symlink_to(prlimit)
+    request = tmp_path / "r.json"
+    request.write_text(json.dumps({"command": "true", "workspace_root": str(tmp_path)}))
+    env = {"PATH": f"{tools}:{os.environ['PATH']}"}
+    for _ in range(2):  # the first run probes and writes the cache, the second reads it
+        got = run_cli("exec", "run", "--request", str(request), "--out", str(tmp_path / "o.json"),
+                      home=tmp_path / "home", env=env)
+        assert got.returncode == 0, got.stdout + got.stderr
+    assert not [n for n in os.listdir(tmp_path / "home") if n.startswith(".sandbox-probe")]

@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
+import json  # ASCII-escaped: the cache holds paths, which need not be UTF-8
 import os
 import sys
 import time
 
-from requiem.json_text import Scanner, compact
 from requiem.sandbox.base import LaunchSpec, SandboxReport
 from requiem.sandbox.plan import bwrap_plan, choose, zygote_plan
 
@@ -111,7 +111,7 @@ def probe(cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         if path is not None:
             try:
                 with open(path, encoding="utf-8") as handle:
-                    doc = Scanner().loads(handle.read())
+                    doc = json.loads(handle.read())
                 if doc["key"] == key and 0 <= time.time() - doc["at"] < _CACHE_TTL_S:
                     _cached = {**doc["probe"], "cached": True}
                     return _cached
@@ -123,7 +123,7 @@ def probe(cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 tmp = os.path.join(os.path.dirname(path), f".{_CACHE_FILE}.{os.getpid()}")
                 with open(tmp, "w", encoding="utf-8") as handle:
-                    handle.write(compact({"key": key, "at": time.time(), "probe": result}, sort_keys=False))
+                    handle.write(json.dumps({"key": key, "at": time.time(), "probe": result}))
                 os.replace(tmp, path)
             except OSError:
                 pass  # a read-only home only costs the next process another probe
