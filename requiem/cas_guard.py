@@ -6,9 +6,9 @@ objects is durable, so a GC that folds the spool and then deletes can never miss
 
 from __future__ import annotations
 
+import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
 import fcntl
 import os
-import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
 
 
 def _open(path: str) -> int:

@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # typing is for checkers only: importing it costs every c
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-__all__ = ["Scanner", "compact", "decode_error", "pretty", "ascii_string"]
+__all__ = ["Scanner", "ascii_string", "compact", "pretty"]
 
 _WHITESPACE = " \t\n\r"
 
@@ -28,9 +28,8 @@ def _unencodable(value: object) -> Any:
 
 
 # Arguments: markers (None: no cycle check; a cycle ends in RecursionError, not json's
-# ValueError, and documents here are trees), default, string
-# encoder, indent (unsupported by the C encoder before 3.13), key and item separators,
-# sort_keys, skipkeys, allow_nan.
+# ValueError, and documents here are trees), default, string encoder, indent (unsupported by
+# the C encoder before 3.13), key and item separators, sort_keys, skipkeys, allow_nan.
 _sorted_compact = _json.make_encoder(None, _unencodable, _string, None, ":", ",", True, False, False)
 _compact = _json.make_encoder(None, _unencodable, _string, None, ":", ",", False, False, False)
 
@@ -40,7 +39,7 @@ def compact(value: Any, *, sort_keys: bool = True) -> str:
     return "".join((_sorted_compact if sort_keys else _compact)(value, 0))
 
 
-def decode_error(message: str, text: str, position: int) -> ValueError:
+def _decode_error(message: str, text: str, position: int) -> ValueError:
     """json.JSONDecodeError as the C scanner raises it (json.decoder is imported only on error)."""
     from json import JSONDecodeError
 
@@ -66,12 +65,12 @@ class Scanner:
     def loads(self, text: str) -> Any:
         """The value of one JSON document; ValueError (a json.JSONDecodeError) when it is not one."""
         if text.startswith("\ufeff"):
-            raise decode_error("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+            raise _decode_error("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
         start = len(text) - len(text.lstrip(_WHITESPACE))
         try:
             value, end = self._scan(text, start)
         except StopIteration as stop:
-            raise decode_error("Expecting value", text, stop.value) from None
+            raise _decode_error("Expecting value", text, stop.value) from None
         except SystemError:
             # The C scanner raises its syntax errors as json.decoder.JSONDecodeError, looked up
             # in sys.modules only: without json.decoder loaded it fails like this. Load it and
@@ -80,7 +79,7 @@ class Scanner:
 
             value, end = self._scan(text, start)
         if end != len(text) and text[end:].strip(_WHITESPACE):
-            raise decode_error("Extra data", text, len(text) - len(text[end:].lstrip(_WHITESPACE)))
+            raise _decode_error("Extra data", text, len(text) - len(text[end:].lstrip(_WHITESPACE)))
         return value
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
+import os
 
 from requiem.sandbox.base import LaunchSpec, SandboxReport
 from requiem.sandbox.proc import (

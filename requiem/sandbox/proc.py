@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
 import errno
 import os
 import select
 import sys
-import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
 import time
 
 # What subprocess.Popen calls: vfork + exec in C, no preexec_fn. Called directly, a spawn skips
