@@ -178,6 +178,8 @@ def main() -> None:
         # The workspace apart from the homes, as in real use: a home inside a sandboxed
         # workspace is masked by extra mounts the bare loop would not pay for.
         (work / "ws").mkdir()
+        # The batch figures move with whatever else shares the two cores: say how busy they were.
+        print("load average at the start: %.2f %.2f %.2f" % os.getloadavg())
         print("| figure | requiem | anchor | ratio | goal |")
         print("|---|---|---|---|---|")
         bench_cold_instructions(work)
