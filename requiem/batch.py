@@ -9,7 +9,7 @@ from requiem import canonical, contract
 from requiem.engines import Session, Ticket
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 from requiem.home import Home
-from requiem.json_text import compact
+from requiem.json_text import compact, use_orjson
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every start
 if TYPE_CHECKING:
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from requiem.contract import Request
 
 MAX_JOBS = 64
+# From this many lines a batch encodes with orjson: its ~18 ms import is repaid at ~70 µs a run.
+ORJSON_FROM_LINES = 256
 
 
 @contextmanager
@@ -123,6 +125,8 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
     except OSError as exc:
         raise RequiemError(INVALID_REQUEST, f"cannot read {requests_path}: {exc.strerror}") from None
     work = [line for line in lines if line.strip()]
+    if len(work) >= ORJSON_FROM_LINES:
+        use_orjson()  # before any worker is forked, so that every worker has it
     with _terminate_as_interrupt():
         if jobs > 1 and len(work) > 1 and _forkable():
             from requiem.workers import run_in_workers

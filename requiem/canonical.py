@@ -9,7 +9,7 @@ from requiem.errors import (
     QUOTA_EXCEEDED,
     RequiemError,
 )
-from requiem.json_text import Scanner, compact
+from requiem.json_text import Scanner, compact, compact_bytes
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def dumps(value: Any) -> bytes:
     """RFC 8785 canonical bytes of a JSON value."""
     if _plain(value):
         try:
-            return compact(value).encode("utf-8")
+            return compact_bytes(value)
         except UnicodeEncodeError:
             pass  # a lone surrogate: let rfc8785 say so
     import rfc8785  # only for floats and non-BMP keys: the stdlib encoder handles the rest
@@ -176,5 +176,9 @@ def dumps(value: Any) -> bytes:
 
 
 def stable_dumps(value: Any) -> bytes:
-    """Deterministic compact JSON for storage (sorted keys); not RFC 8785 for floats."""
+    """Deterministic compact JSON for storage (sorted keys); not RFC 8785 for floats.
+
+    Always the C accelerator's (floats as Python writes them), never orjson's: the same document
+    stored by a batch and by a single run must be the same object.
+    """
     return compact(value).encode("utf-8", "surrogatepass")

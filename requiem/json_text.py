@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # typing is for checkers only: importing it costs every c
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-__all__ = ["Scanner", "ascii_string", "compact", "pretty"]
+__all__ = ["Scanner", "ascii_string", "compact", "compact_bytes", "pretty", "use_orjson"]
 
 _WHITESPACE = " \t\n\r"
 
@@ -37,6 +37,44 @@ _compact = _json.make_encoder(None, _unencodable, _string, None, ":", ",", False
 def compact(value: Any, *, sort_keys: bool = True) -> str:
     """`json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=False)`."""
     return "".join((_sorted_compact if sort_keys else _compact)(value, 0))
+
+
+# orjson.dumps and its sort option, once use_orjson() has paid for the import.
+_orjson_dumps: Callable[..., bytes] | None = None
+_ORJSON_SORT_KEYS = 0
+
+
+def use_orjson() -> bool:
+    """Let compact_bytes encode with orjson from now on; False when it is not installed.
+
+    orjson encodes a run's result ~10x faster than the C accelerator (a batch run spends ~60
+    of its ~700 us of CPU encoding JSON), but importing it costs ~18 ms (it loads
+    dataclasses, uuid and datetime): a long batch takes it, a cold `exec run` does not.
+    """
+    global _orjson_dumps, _ORJSON_SORT_KEYS
+    try:
+        import orjson
+    except ImportError:
+        return False
+    _orjson_dumps, _ORJSON_SORT_KEYS = orjson.dumps, orjson.OPT_SORT_KEYS
+    return True
+
+
+def compact_bytes(value: Any, *, sort_keys: bool = True, errors: str = "strict") -> bytes:
+    """compact(value) in UTF-8, with `errors` for lone surrogates.
+
+    After use_orjson(): the same bytes for strings, integers, booleans, null, lists and dicts
+    with str keys; floats in another but equally exact form (`1e-7` for `1e-07`), and NaN or
+    infinity as null where compact raises (no document encoded here holds one). What orjson
+    will not encode (lone surrogates, integers beyond 64 bits, subclasses of tuple, keys that
+    are not str) goes through compact as before.
+    """
+    if _orjson_dumps is not None:
+        try:
+            return _orjson_dumps(value, option=_ORJSON_SORT_KEYS if sort_keys else 0)
+        except TypeError:  # orjson.JSONEncodeError
+            pass
+    return compact(value, sort_keys=sort_keys).encode("utf-8", errors)
 
 
 def _decode_error(message: str, text: str, position: int) -> ValueError:

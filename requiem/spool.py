@@ -9,8 +9,9 @@ that kind's columns and parses every record once):
 - `<date>_<kind>_<id>.json`: one record per file, as Requiem before segments wrote them.
 - `quarantine/`: what could not be folded.
 
-A line is `{"id":"<record id>","record":<record>}` + newline, where <record> is the record's
-canonical bytes (`canonical.stable_dumps`) and the record id is BLAKE3 of exactly those bytes:
+A line is `{"id":"<record id>","record":<record>}` + newline, where <record> is the record as
+compact JSON with sorted keys (`json_text.compact_bytes`: each record is written once, so its
+floats may be in orjson's form) and the record id is BLAKE3 of exactly those bytes:
 the fold reads the id instead of hashing, and `split_line` + `hashing.hash_bytes` re-verify it.
 
 Writer protocol: open the active segment with O_APPEND, flock(LOCK_SH), check the descriptor
@@ -25,9 +26,9 @@ import fcntl
 import os
 import time
 
-from requiem import canonical, hashing
+from requiem import hashing
 from requiem.clock import utc_now_iso
-from requiem.json_text import Scanner
+from requiem.json_text import Scanner, compact_bytes
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
@@ -69,20 +70,20 @@ def encode(kind: str, payload: dict[str, Any]) -> tuple[str, bytes]:
     if kind not in RECORD_KINDS:
         raise ValueError(f"unknown record kind {kind!r}")
     record = {"kind": kind, "schema": RECORD_SCHEMA, "recorded_at": utc_now_iso(), **payload}
-    body = canonical.stable_dumps(record)
-    if b"\n" in body:  # json.dumps escapes control characters; a newline would split the record
-        raise ValueError("a canonical record contains a raw newline")
+    body = compact_bytes(record, errors="surrogatepass")
+    if b"\n" in body:  # JSON escapes control characters; a newline would split the record
+        raise ValueError("a record's JSON contains a raw newline")
     record_id = hashing.hash_bytes(body)
     return record_id, line_of(record_id, body)
 
 
 def line_of(record_id: str, body: bytes) -> bytes:
-    """The spool line holding a record's canonical bytes and its record id."""
+    """The spool line holding a record's bytes and its record id."""
     return b"".join((LINE_PREFIX, record_id.encode(), _RECORD_KEY, body, b"}\n"))
 
 
 def split_line(line: bytes) -> tuple[str, bytes] | None:
-    """(record id, canonical record bytes) of a well-formed spool line, else None."""
+    """(record id, record bytes) of a well-formed spool line, else None."""
     line = line.rstrip(b"\n")
     if not (line.startswith(LINE_PREFIX) and line.endswith(b"}")
             and line[_BODY_START - len(_RECORD_KEY):_BODY_START] == _RECORD_KEY):
