@@ -72,7 +72,36 @@ def others_live(pid: int) -> bool:
 
 def adopted() -> list[int]:
     """Children of this process no backend waits for: orphans re-parented to us as a subreaper."""
-    return [pid for pid in children_of(os.getpid()) if pid not in _own]
+    return [pid for pid in _own_children() if pid not in _own]
+
+
+_children_file: list[int] = []  # [pid, fd]: this process's children list, kept open
+_children_file_lock = _thread.allocate_lock()
+
+
+def _own_children() -> list[int]:
+    """children_of(os.getpid()) through a descriptor kept open: each pread at 0 lists them
+    afresh, where an open, read and close cost every run ~6 µs more."""
+    pid = os.getpid()
+    with _children_file_lock:
+        if _children_file and _children_file[0] != pid:  # a forked child: the parent's list
+            os.close(_children_file.pop())
+            _children_file.clear()
+        if not _children_file:
+            try:
+                fd = os.open(f"/proc/{pid}/task/{pid}/children", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return []
+            _children_file.extend((pid, fd))
+        fd = _children_file[1]
+    parts, offset = [], 0
+    try:
+        while chunk := os.pread(fd, 65536, offset):
+            parts.append(chunk)
+            offset += len(chunk)
+    except OSError:
+        return []
+    return [int(p) for p in b"".join(parts).split()]
 
 
 def helper_argv(module: str, call: str, *args: str) -> list[str]:
