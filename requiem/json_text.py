@@ -39,9 +39,10 @@ def compact(value: Any, *, sort_keys: bool = True) -> str:
     return "".join((_sorted_compact if sort_keys else _compact)(value, 0))
 
 
-# orjson.dumps and its sort option, once use_orjson() has paid for the import.
+# orjson.dumps and its options, once use_orjson() has paid for the import.
 _orjson_dumps: Callable[..., bytes] | None = None
 _ORJSON_SORT_KEYS = 0
+_ORJSON_STRICT = 0  # dates and dataclasses refused as json refuses them, not written
 
 
 def use_orjson() -> bool:
@@ -51,12 +52,14 @@ def use_orjson() -> bool:
     of its ~700 us of CPU encoding JSON), but importing it costs ~18 ms (it loads
     dataclasses, uuid and datetime): a long batch takes it, a cold `exec run` does not.
     """
-    global _orjson_dumps, _ORJSON_SORT_KEYS
+    global _orjson_dumps, _ORJSON_SORT_KEYS, _ORJSON_STRICT
     try:
         import orjson
     except ImportError:
         return False
-    _orjson_dumps, _ORJSON_SORT_KEYS = orjson.dumps, orjson.OPT_SORT_KEYS
+    _ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+    _ORJSON_SORT_KEYS = orjson.OPT_SORT_KEYS | _ORJSON_STRICT
+    _orjson_dumps = orjson.dumps
     return True
 
 
@@ -64,14 +67,15 @@ def compact_bytes(value: Any, *, sort_keys: bool = True, errors: str = "strict")
     """compact(value) in UTF-8, with `errors` for lone surrogates.
 
     After use_orjson(): the same bytes for strings, integers, booleans, null, lists and dicts
-    with str keys; floats in another but equally exact form (`1e-7` for `1e-07`), and NaN or
-    infinity as null where compact raises (no document encoded here holds one). What orjson
-    will not encode (lone surrogates, integers beyond 64 bits, subclasses of tuple, keys that
-    are not str) goes through compact as before.
+    with str keys; floats in another but equally exact form (`1e-7` for `1e-07`). Where compact
+    raises, orjson writes NaN and infinities as null and UUIDs, enums and numpy values as their
+    values (the engine's documents hold none: its results and records are built from parsed
+    JSON, clocks and rusage). What orjson will not encode (lone surrogates, integers beyond 64
+    bits, subclasses of tuple, keys that are not str, dates, dataclasses) goes through compact.
     """
     if _orjson_dumps is not None:
         try:
-            return _orjson_dumps(value, option=_ORJSON_SORT_KEYS if sort_keys else 0)
+            return _orjson_dumps(value, option=_ORJSON_SORT_KEYS if sort_keys else _ORJSON_STRICT)
         except TypeError:  # orjson.JSONEncodeError
             pass
     return compact(value, sort_keys=sort_keys).encode("utf-8", errors)

@@ -96,10 +96,10 @@ def with_orjson():
     import requiem.json_text as json_text
 
     pytest.importorskip("orjson")
-    saved = json_text._orjson_dumps, json_text._ORJSON_SORT_KEYS
+    saved = json_text._orjson_dumps, json_text._ORJSON_SORT_KEYS, json_text._ORJSON_STRICT
     assert json_text.use_orjson()
     yield
-    json_text._orjson_dumps, json_text._ORJSON_SORT_KEYS = saved
+    json_text._orjson_dumps, json_text._ORJSON_SORT_KEYS, json_text._ORJSON_STRICT = saved
 
 
 def test_canonical_bytes_are_the_same_whichever_encoder_writes_them(with_orjson: None) -> None:
@@ -130,3 +130,12 @@ def test_what_orjson_refuses_is_encoded_as_before(with_orjson: None) -> None:
     for value in ({"a": "\ud800"}, [2**70], {"p": pair(1, 2)}, {1: "x"}):
         assert compact_bytes(value, errors="surrogatepass") == compact(value).encode(
             "utf-8", "surrogatepass")
+
+
+def test_dates_are_refused_with_orjson_as_without(with_orjson: None) -> None:
+    import datetime
+
+    from requiem.json_text import compact_bytes
+
+    with pytest.raises(TypeError):
+        compact_bytes({"at": datetime.datetime(2026, 12, 6)})
