@@ -39,10 +39,10 @@ def compact(value: Any, *, sort_keys: bool = True) -> str:
     return "".join((_sorted_compact if sort_keys else _compact)(value, 0))
 
 
-# orjson.dumps and its options, once use_orjson() has paid for the import.
+# orjson.dumps, once use_orjson() has paid for the import.
 _orjson_dumps: Callable[..., bytes] | None = None
-_ORJSON_SORT_KEYS = 0
-_ORJSON_STRICT = 0  # dates and dataclasses refused as json refuses them, not written
+# Its options, sorted or not; both refuse dates and dataclasses (as json does) instead of writing them.
+_ORJSON_SORTED = _ORJSON_IN_ORDER = 0
 
 
 def use_orjson() -> bool:
@@ -52,13 +52,13 @@ def use_orjson() -> bool:
     of its ~700 us of CPU encoding JSON), but importing it costs ~18 ms (it loads
     dataclasses, uuid and datetime): a long batch takes it, a cold `exec run` does not.
     """
-    global _orjson_dumps, _ORJSON_SORT_KEYS, _ORJSON_STRICT
+    global _orjson_dumps, _ORJSON_SORTED, _ORJSON_IN_ORDER
     try:
         import orjson
     except ImportError:
         return False
-    _ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-    _ORJSON_SORT_KEYS = orjson.OPT_SORT_KEYS | _ORJSON_STRICT
+    _ORJSON_IN_ORDER = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+    _ORJSON_SORTED = orjson.OPT_SORT_KEYS | _ORJSON_IN_ORDER
     _orjson_dumps = orjson.dumps
     return True
 
@@ -75,7 +75,7 @@ def compact_bytes(value: Any, *, sort_keys: bool = True, errors: str = "strict")
     """
     if _orjson_dumps is not None:
         try:
-            return _orjson_dumps(value, option=_ORJSON_SORT_KEYS if sort_keys else _ORJSON_STRICT)
+            return _orjson_dumps(value, option=_ORJSON_SORTED if sort_keys else _ORJSON_IN_ORDER)
         except TypeError:  # orjson.JSONEncodeError
             pass
     return compact(value, sort_keys=sort_keys).encode("utf-8", errors)

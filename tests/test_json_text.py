@@ -96,10 +96,10 @@ def with_orjson():
     import requiem.json_text as json_text
 
     pytest.importorskip("orjson")
-    saved = json_text._orjson_dumps, json_text._ORJSON_SORT_KEYS, json_text._ORJSON_STRICT
+    saved = json_text._orjson_dumps, json_text._ORJSON_SORTED, json_text._ORJSON_IN_ORDER
     assert json_text.use_orjson()
     yield
-    json_text._orjson_dumps, json_text._ORJSON_SORT_KEYS, json_text._ORJSON_STRICT = saved
+    json_text._orjson_dumps, json_text._ORJSON_SORTED, json_text._ORJSON_IN_ORDER = saved
 
 
 def test_canonical_bytes_are_the_same_whichever_encoder_writes_them(with_orjson: None) -> None:
