@@ -32,6 +32,7 @@ class lease:  # noqa: N801 - used as a function: `with lease(root, digests):`
         self._root = cas_root
         self._wanted = sorted(set(digests))
         self._path: str | None = None
+        self._owner = 0
 
     def __enter__(self) -> None:
         if not self._wanted:
@@ -42,15 +43,16 @@ class lease:  # noqa: N801 - used as a function: `with lease(root, digests):`
             os.makedirs(directory, exist_ok=True)
             with open(path, "w", encoding="ascii") as handle:
                 handle.write("\n".join(self._wanted) + "\n")
-        self._path = path
+        self._path, self._owner = path, os.getpid()
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._path is not None:
+        # A child forked inside the lease leaves it without ending it: the file is its parent's.
+        if self._path is not None and os.getpid() == self._owner:
             try:
                 os.unlink(self._path)
             except FileNotFoundError:
                 pass
-            self._path = None
+        self._path = None
 
 
 def leased_digests(cas_root: str | os.PathLike[str]) -> set[str]:

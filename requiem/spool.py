@@ -27,6 +27,7 @@ import os
 import time
 
 from requiem import hashing
+from requiem.cas_writer import write_all
 from requiem.clock import utc_now_iso
 from requiem.json_text import Scanner, compact_bytes
 
@@ -121,12 +122,6 @@ def _is_current(path: StrPath, st: os.stat_result) -> bool:
     return st.st_nlink > 0 and (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _lock(fd: int, path: StrPath, mode: int) -> bool:
     """flock the active segment; False when it is no longer the one at path (sealed).
 
@@ -163,7 +158,7 @@ def _append(spool_dir: StrPath, kind: str, data: bytes) -> None:
                 st = os.fstat(fd)
                 if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
                     prefix = b"\n"  # end the torn line so ours is not glued onto it
-            _write_all(fd, prefix + data)
+            write_all(fd, prefix + data)
             os.fdatasync(fd)
             if st.st_size + len(data) >= SEGMENT_BYTES and _is_current(path, os.fstat(fd)):
                 try:  # sealing any active segment is always safe, so losing this race is too
@@ -186,7 +181,7 @@ def _create(spool_dir: StrPath, path: StrPath, data: bytes) -> bool:
     fd = os.open(temp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        _write_all(fd, data)
+        write_all(fd, data)
         os.fdatasync(fd)
         try:
             os.link(temp, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -203,4 +204,22 @@ def test_a_lease_left_by_a_dead_process_spares_nothing(cli, home: Path) -> None:
     time.sleep(0.01)
     got = cli("cas", "gc", "--execute", "--grace", "0s").json
     assert got["leased"] == 0 and got["deleted"] == 1 and not cas.contains(orphan)
+    assert list(leases.iterdir()) == []
+
+
+def test_a_child_forked_inside_a_lease_leaves_the_parents_lease_in_place(home: Path) -> None:
+    from requiem.cas_lease import lease
+
+    leases = home / "cas" / "leases"
+    held = lease(home / "cas", ["b" * 64])
+    held.__enter__()
+    child = os.fork()
+    if child == 0:  # leaves the lease it inherited, as code after a fork would
+        try:
+            held.__exit__(None, None, None)
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert len(list(leases.iterdir())) == 1  # still the parent's
+    held.__exit__(None, None, None)
     assert list(leases.iterdir()) == []
