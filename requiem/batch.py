@@ -9,7 +9,7 @@ from requiem import canonical, contract
 from requiem.engines import Session, Ticket
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 from requiem.home import Home
-from requiem.json_text import compact, use_orjson
+from requiem.json_text import compact_bytes, use_orjson
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every start
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def _in_this_process(home: Home, lines: list[bytes],
 
 def result_line(result: dict[str, Any]) -> bytes:
     """One result as a line of a batch's results file."""
-    return compact(result, sort_keys=False).encode() + b"\n"
+    return compact_bytes(result, sort_keys=False) + b"\n"
 
 
 def write_results(lines: list[bytes], failed: int, out_path: str) -> dict[str, Any]:

@@ -167,7 +167,7 @@ def dumps(value: Any) -> bytes:
             return compact_bytes(value)
         except UnicodeEncodeError:
             pass  # a lone surrogate: let rfc8785 say so
-    import rfc8785  # only for floats and non-BMP keys: the stdlib encoder handles the rest
+    import rfc8785  # only for floats and non-BMP keys: compact_bytes handles the rest
 
     try:
         return rfc8785.dumps(value)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import errno
 
-from requiem import hashing
+from requiem import hashing, json_text
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
-from requiem.json_text import Scanner, ascii_string
 from requiem.tuples import named_tuple
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
@@ -25,7 +24,6 @@ MAGIC = b"RQCAS2 "
 ENCODINGS = ("identity", "zstd")
 DEFAULT_ZSTD_LEVEL = 3
 CHUNK_SIZE = 1 << 20
-_HEADER_JSON = Scanner()
 
 
 @named_tuple
@@ -56,7 +54,7 @@ def check_digest(digest: object) -> str:
 def encode_header(info: ObjectInfo) -> bytes:
     # json.dumps(info.to_json(), sort_keys=True, separators=(",", ":")) spelled out: every put
     # pays for this, and the fields and their order never change.
-    text = ascii_string
+    text = json_text.ascii_string
     body = (f'{{"created_at":{text(info.created_at)},"digest":{text(info.digest)},'
             f'"encoding":{text(info.encoding)},"original_size":{int(info.original_size)},'
             f'"stored_blob_hash":{text(info.stored_blob_hash)},'
@@ -71,7 +69,7 @@ def decode_header(raw: bytes, digest: str, file_size: int) -> ObjectInfo:
     """Parse and cross-check a header against its file name and size; raise ValueError if bad."""
     if len(raw) != HEADER_SIZE or not raw.startswith(MAGIC) or not raw.endswith(b"\n"):
         raise ValueError("header is truncated or has no magic")
-    meta = _HEADER_JSON.loads(raw[len(MAGIC):].rstrip(b" \n").decode("utf-8", "surrogatepass"))
+    meta = json_text.loads(raw[len(MAGIC):].rstrip(b" \n").decode("utf-8", "surrogatepass"))
     info = ObjectInfo(**meta)
     if info.digest != digest:
         raise ValueError("header digest does not match the object name")

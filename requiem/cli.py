@@ -42,9 +42,9 @@ def _plain_exec(argv: list[str]) -> Any:
 
     `exec run` is the command scripts call thousands of times, and argparse with its
     translation and terminal-size lookups costs each start ~8 ms (~8M instructions of a
-    one-request batch, callgrind). Only these exact shapes (each option once, its value in the next word, a known
-    engine, a plain decimal --jobs) are taken here; anything else, --help and every mistake
-    included, goes through argparse and its error messages.
+    one-request batch, callgrind). Only these exact shapes (each option once, its value in the
+    next word, a known engine, a plain decimal --jobs) are taken here; anything else, --help
+    and every mistake included, goes through argparse and its error messages.
     """
     options: dict[str, str] = {}
     shape: list[str] = []  # the words in order, each option standing for itself and its value

@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # typing is for checkers only: importing it costs every c
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-__all__ = ["Scanner", "ascii_string", "compact", "compact_bytes", "pretty", "use_orjson"]
+__all__ = ["Scanner", "ascii_string", "compact", "compact_bytes", "loads", "pretty", "use_orjson"]
 
 _WHITESPACE = " \t\n\r"
 
@@ -123,6 +123,14 @@ class Scanner:
         if end != len(text) and text[end:].strip(_WHITESPACE):
             raise _decode_error("Extra data", text, len(text) - len(text[end:].lstrip(_WHITESPACE)))
         return value
+
+
+_PLAIN = Scanner()
+
+
+def loads(text: str) -> Any:
+    """One JSON document, as `json.loads(text)` reads it."""
+    return _PLAIN.loads(text)
 
 
 def pretty(value: Any) -> str:

@@ -26,10 +26,9 @@ import fcntl
 import os
 import time
 
-from requiem import hashing
+from requiem import hashing, json_text
 from requiem.cas_writer import write_all
 from requiem.clock import utc_now_iso
-from requiem.json_text import Scanner, compact_bytes
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
@@ -44,7 +43,6 @@ SEGMENT_BYTES = 64 << 20
 QUARANTINE = "quarantine"
 LINE_PREFIX = b'{"id":"'
 _RECORD_KEY = b'","record":'
-_RECORD_JSON = Scanner()
 _BODY_START = len(LINE_PREFIX) + hashing.DIGEST_HEX_LENGTH + len(_RECORD_KEY)
 
 
@@ -71,7 +69,7 @@ def encode(kind: str, payload: dict[str, Any]) -> tuple[str, bytes]:
     if kind not in RECORD_KINDS:
         raise ValueError(f"unknown record kind {kind!r}")
     record = {"kind": kind, "schema": RECORD_SCHEMA, "recorded_at": utc_now_iso(), **payload}
-    body = compact_bytes(record, errors="surrogatepass")
+    body = json_text.compact_bytes(record, errors="surrogatepass")
     if b"\n" in body:  # JSON escapes control characters; a newline would split the record
         raise ValueError("a record's JSON contains a raw newline")
     record_id = hashing.hash_bytes(body)
@@ -278,7 +276,7 @@ def pending_records(spool_dir: StrPath, kind: str | None = None) -> list[dict[st
     records = []
     for body in bodies:
         try:
-            record = _RECORD_JSON.loads(body.decode("utf-8", "surrogatepass"))  # as written
+            record = json_text.loads(body.decode("utf-8", "surrogatepass"))  # as written
         except ValueError:
             continue
         if isinstance(record, dict) and (kind is None or record.get("kind") == kind):

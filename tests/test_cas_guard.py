@@ -36,7 +36,7 @@ def test_a_hold_keeps_the_gc_out_until_it_ends_each_time_it_is_taken(tmp_path: P
     for _ in range(50):
         with write_guard(cas_root):
             pass
-    assert open_descriptors() == before  # the descriptors are reused, not opened per hold
+    assert open_descriptors() == before  # every hold closes what it opened
 
 
 def test_concurrent_holds_in_one_process_each_keep_the_gc_out(tmp_path: Path) -> None:
@@ -147,33 +147,3 @@ def test_one_guard_object_is_one_hold(tmp_path: Path) -> None:
         assert not gc_could_start(cas_root)
     assert gc_could_start(cas_root)
 
-
-def test_a_fork_by_another_thread_during_a_hold_does_not_outlive_it(tmp_path: Path) -> None:
-    # The child of another thread never goes on with this hold: it must not keep the GC out.
-    import threading
-
-    cas_root = tmp_path / "cas"
-    go_r, go_w = os.pipe()
-    children: list[int] = []
-
-    def fork_a_sleeper() -> None:
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.read(go_r, 1)
-            finally:
-                os._exit(0)
-        children.append(pid)
-
-    try:
-        with write_guard(cas_root):
-            forker = threading.Thread(target=fork_a_sleeper)
-            forker.start()
-            forker.join()
-        assert gc_could_start(cas_root)  # the child still lives
-    finally:
-        os.write(go_w, b"x")
-        for pid in children:
-            os.waitpid(pid, 0)
-        os.close(go_r)
-        os.close(go_w)

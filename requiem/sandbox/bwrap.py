@@ -9,7 +9,7 @@ import shutil
 import signal
 import tempfile
 
-from requiem.json_text import Scanner
+from requiem import json_text
 from requiem.sandbox import _layout, _seccomp
 from requiem.sandbox.base import Exit, LaunchSpec, SandboxReport
 from requiem.sandbox.plan import bwrap_plan
@@ -107,7 +107,7 @@ def _read_info(fd: int) -> int:
     while chunk := os.read(fd, 4096):
         chunks.append(chunk)
     try:
-        return int(Scanner().loads(b"".join(chunks).decode())["child-pid"])
+        return int(json_text.loads(b"".join(chunks).decode())["child-pid"])
     except (ValueError, KeyError) as exc:
         raise OSError(errno.EIO, "bwrap exited before creating the sandbox (see the command's stderr)") from exc
 
