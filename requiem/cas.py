@@ -32,6 +32,8 @@ __all__ = ["Cas", "CasWriter", "ObjectInfo", "check_digest", "ENCODINGS", "HEADE
 
 # Objects a group commit may hold unsynced at once (one descriptor each).
 MAX_DEFERRED = 256
+# Bytes of small objects a group commit may hold in memory before its flusher writes them.
+MAX_UNWRITTEN_BYTES = 16 << 20
 # Empty temp files a group commit keeps ready (each holds a descriptor).
 MAX_SPARE_TEMPS = 64
 # A temp file whose writer died is garbage; one whose writer lives is a put in progress.
@@ -65,6 +67,13 @@ class Cas:
         # discarded ones behind (a create or an unlink costs ~0.2 ms here), off the runs' path.
         self._spare_temps: list[tuple[str, IO[bytes]]] = []
         self._discarded: list[str] = []
+        # Small objects put but not yet on disk, digest -> (header and content, final path):
+        # with a group commit its flusher writes them, so a batch's runs never wait on a file
+        # creation or a new fan-out directory (see MAX_UNWRITTEN_BYTES). Until then a lookup of
+        # one of these digests in this process writes it first (see _object_file).
+        self._unwritten: dict[str, tuple[bytes, str]] = {}
+        self._unwritten_bytes = 0
+        self._write_lock = _thread.allocate_lock()
         self.sweep_temp()
 
     # -- layout -------------------------------------------------------------------------------
@@ -78,6 +87,8 @@ class Cas:
     def _object_file(self, digest: str) -> str:
         """object_path as a string, for the put path (a Path costs more than the stat it feeds)."""
         check_digest(digest)
+        if self._unwritten and digest in self._unwritten:
+            self._write_pending(digest)
         return f"{self._objects_prefix}{digest[:2]}/{digest[2:4]}/{digest}"
 
     def _publish(self, temp: str, final: str) -> None:
@@ -97,6 +108,58 @@ class Cas:
         if self._syncfs_fd is not None:
             with self._deferred_lock:
                 self._unsynced += 1  # the group's next syncfs covers its bytes and its name
+
+    def _leave_to_flusher(self, digest: str, stored: bytes, final: str) -> bool:
+        """Queue a small object for the group commit's flusher to write; False without one."""
+        with self._deferred_lock:
+            if (self._deferred is None or len(self._unwritten) >= MAX_DEFERRED
+                    or self._unwritten_bytes + len(stored) > MAX_UNWRITTEN_BYTES):
+                return False
+            self._unwritten[digest] = (stored, final)
+            self._unwritten_bytes += len(stored)
+            return True
+
+    def _write_pending(self, only: str | None = None) -> None:
+        """Write and publish the objects left to the flusher (or just `only`), from any thread."""
+        failure: OSError | None = None
+        for digest in [only] if only is not None else list(self._unwritten):
+            with self._write_lock:
+                entry = self._unwritten.get(digest)
+                if entry is None:
+                    continue  # the other thread wrote it meanwhile
+                stored, final = entry
+                try:
+                    # A temp file of its own, not a spare: those are kept for the runs' captures.
+                    self._write_object((stored,), final, self._new_temp_path())
+                except OSError as exc:
+                    failure = failure or exc
+                finally:
+                    # Only once it is in place: a lookup that misses it here finds the file.
+                    del self._unwritten[digest]
+                    with self._deferred_lock:
+                        self._unwritten_bytes -= len(stored)
+        if failure is not None:
+            raise space_error(failure, "writing a CAS object") from None
+
+    def _write_object(self, parts: tuple[bytes, ...], final: str, temp: str,
+                      handle: IO[bytes] | None = None) -> None:
+        """Write an object's stored bytes (header first) to a temp file and publish it."""
+        try:
+            if handle is None:
+                handle = open(temp, "x+b", buffering=0)
+            try:
+                # At explicit offsets: a recycled spare's offset is wherever its last user left it.
+                offset = 0
+                for part in parts:
+                    pwrite_all(handle.fileno(), part, offset)
+                    offset += len(part)
+                self._sync_object(handle.fileno())
+            finally:
+                handle.close()
+            self._publish(temp, final)
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
 
     def _new_temp_path(self) -> str:
         if self.tmp_dir not in self._made_dirs:
@@ -164,6 +227,7 @@ class Cas:
         self.housekeep(spare=0)
         with self._deferred_lock:
             spares, self._spare_temps = self._spare_temps, []
+            self._unwritten, self._unwritten_bytes = {}, 0  # a failed flush's: no record names them
             if self._syncfs_fd is not None:
                 os.close(self._syncfs_fd)
                 self._syncfs_fd = None  # objects published after this are fsynced one by one
@@ -216,6 +280,7 @@ class Cas:
         and each hands the GIL back and forth with the runs. It also makes the new names in
         fan-out directories durable, which an fsync of the file alone does not.
         """
+        self._write_pending()
         with self._deferred_lock:
             if self._deferred is None:
                 return
@@ -267,28 +332,17 @@ class Cas:
             with self.writer(encoding, level) as w:
                 w.write(data)
                 return w.commit()
-        # Small identity objects skip the streaming writer: one write and one rename, into a
-        # temp file a group commit made ahead.
+        # Identity objects skip the streaming writer: a small one is left to a group commit's
+        # flusher if there is one, else it is one write and one rename, into a temp file a group
+        # commit made ahead.
         info = ObjectInfo(digest, "identity", len(data), len(data), digest, utc_now_iso())
-        temp = None
-        try:
-            temp, handle = self._open_temp()
-            fd = handle.fileno()
+        header = encode_header(info)
+        if len(data) >= CHUNK_SIZE or not self._leave_to_flusher(digest, header + data, final):
             try:
-                # At explicit offsets: a recycled spare's offset is wherever its last user left it.
-                if len(data) < CHUNK_SIZE:
-                    pwrite_all(fd, encode_header(info) + data, 0)
-                else:
-                    pwrite_all(fd, encode_header(info), 0)
-                    pwrite_all(fd, data, HEADER_SIZE)
-                self._sync_object(fd)
-            finally:
-                handle.close()
-            self._publish(temp, final)
-        except OSError as exc:
-            if temp is not None:
-                _unlink_quietly(temp)
-            raise space_error(exc, "writing a CAS object") from None
+                temp, handle = self._open_temp()
+                self._write_object((header, data), final, temp, handle)
+            except OSError as exc:
+                raise space_error(exc, "writing a CAS object") from None
         self._remember(info)
         return info
 

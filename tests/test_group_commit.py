@@ -164,13 +164,17 @@ def test_deferred_objects_are_synced_later_and_hold_no_descriptor_after(
     cas = Cas(tmp_path / "cas")
     cas.defer_syncs()
     before = _open_fds()
-    digests = [cas.put_bytes(f"object {n}".encode()).digest for n in range(10)]
-    with cas.writer() as writer:
-        writer.write(b"streamed object")
-        digests.append(writer.commit().digest)
-    assert _open_fds() == before + 11  # one duplicate descriptor per object awaiting its fsync
+    streamed = []
+    for n in range(10):
+        with cas.writer() as writer:
+            writer.write(f"streamed object {n}".encode())
+            streamed.append(writer.commit().digest)
+    assert _open_fds() == before + 10  # one duplicate descriptor per object awaiting its fsync
+    small = [cas.put_bytes(f"object {n}".encode()).digest for n in range(10)]
+    assert _open_fds() == before + 10  # small objects wait in memory for the flusher: none
     cas.sync_deferred()
     assert _open_fds() == before
+    digests = streamed + small
     assert all(cas.verify_object(d) is None for d in digests)
 
 
@@ -218,7 +222,9 @@ def test_an_object_is_counted_for_syncfs_once_published(tmp_path: Path,
     monkeypatch.setattr(cas, "_publish", publish_after_a_flush)
     real = cas_module.syncfs
     monkeypatch.setattr(cas_module, "syncfs", lambda fd: (events.append("syncfs"), real(fd)))
-    cas.put_bytes(b"renamed after a flush")
+    with cas.writer() as writer:
+        writer.write(b"renamed after a flush")
+        writer.commit()
     cas.sync_deferred()  # the flush that writes the object's record
     assert events[-2:] == ["renamed", "syncfs"], events
 
@@ -244,10 +250,72 @@ def test_a_slow_disk_cannot_run_a_batch_out_of_descriptors(
     cas.defer_syncs()
     before = _open_fds()
     for n in range(MAX_DEFERRED + 50):  # no flusher runs: past the cap, puts sync inline
-        cas.put_bytes(f"object {n}".encode())
+        with cas.writer() as writer:
+            writer.write(f"object {n}".encode())
+            writer.commit()
     assert _open_fds() == before + MAX_DEFERRED
     cas.sync_deferred()
     assert _open_fds() == before
+
+
+def _on_disk(cas: Cas, digest: str) -> bool:
+    return os.path.exists(os.path.join(cas.objects_dir, digest[:2], digest[2:4], digest))
+
+
+def test_a_small_object_waits_for_the_flusher_yet_is_found_at_once(tmp_path: Path) -> None:
+    """A batch's result objects are written by its flusher, never by the run that puts them;
+    the store still answers for them in the meantime, as if they were on disk."""
+    cas = Cas(tmp_path / "cas")
+    cas.defer_syncs()
+    looked_up = cas.put_bytes(b"looked up before the flush").digest
+    waiting = cas.put_bytes(b"left to the flush").digest
+    assert not _on_disk(cas, looked_up) and not _on_disk(cas, waiting)
+    assert cas.contains(looked_up)  # the lookup writes it first
+    assert _on_disk(cas, looked_up) and not _on_disk(cas, waiting)
+    assert cas.put_bytes(b"left to the flush").digest == waiting  # a second put: one object
+    assert cas.read_bytes(waiting) == b"left to the flush"
+    late = cas.put_bytes(b"written by the flush").digest
+    cas.sync_deferred()
+    assert _on_disk(cas, late)
+    assert all(cas.verify_object(d) is None for d in (looked_up, waiting, late))
+    assert not os.listdir(cas.tmp_dir)
+
+
+def test_small_objects_waiting_in_memory_are_bounded(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from requiem import cas as cas_module
+
+    monkeypatch.setattr(cas_module, "MAX_UNWRITTEN_BYTES", 3 * (cas_module.HEADER_SIZE + 1000))
+    cas = Cas(tmp_path / "cas")
+    cas.defer_syncs()
+    digests = [cas.put_bytes(bytes([n]) * 1000).digest for n in range(6)]
+    assert [_on_disk(cas, d) for d in digests] == [False] * 3 + [True] * 3
+    cas.sync_deferred()
+    assert all(_on_disk(cas, d) for d in digests)
+    assert cas._unwritten_bytes == 0
+
+
+def test_a_small_object_the_flush_cannot_write_fails_the_flush_and_is_not_claimed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from requiem import cas as cas_module
+    from requiem.errors import RequiemError
+
+    cas = Cas(tmp_path / "cas")
+    cas.defer_syncs()
+    digest = cas.put_bytes(b"never written").digest
+
+    def full(*args: object, **kwargs: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cas_module, "pwrite_all", full)
+    with pytest.raises(RequiemError) as failed:
+        cas.sync_deferred()
+    assert failed.value.code == "quota_exceeded"
+    monkeypatch.undo()
+    assert not cas.contains(digest) and not os.listdir(cas.tmp_dir)
+    cas.close()
 
 
 @pytest.mark.parametrize("damage", ["empty", "short"])
