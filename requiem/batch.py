@@ -144,12 +144,9 @@ def _forkable() -> bool:
     every worker). Otherwise --jobs N runs in this process, with the same results."""
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return threading.active_count() == 1
+    from requiem.sandbox.proc import single_threaded
+
+    return threading.current_thread() is threading.main_thread() and single_threaded()
 
 
 def _in_this_process(home: Home, lines: list[bytes],

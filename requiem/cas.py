@@ -19,7 +19,7 @@ from requiem.cas_format import (
     encode_header,
     space_error,
 )
-from requiem.cas_writer import CasWriter, kernel_copy, pwrite_all
+from requiem.cas_writer import CasWriter, kernel_copy, publish, pwrite_all
 from requiem.clock import utc_now_iso
 from requiem.errors import CAS_INTEGRITY_FAILED, INVALID_REQUEST, MISSING_INPUT, RequiemError
 
@@ -27,6 +27,8 @@ TYPE_CHECKING = False  # typing is for checkers only: importing it costs every c
 if TYPE_CHECKING:
     from pathlib import Path
     from typing import IO, Any, Iterator
+
+    from requiem.object_writer import ObjectWriter
 
 __all__ = ["Cas", "CasWriter", "ObjectInfo", "check_digest", "ENCODINGS", "HEADER_SIZE"]
 
@@ -74,6 +76,8 @@ class Cas:
         self._unwritten: dict[str, tuple[bytes, str]] = {}
         self._unwritten_bytes = 0
         self._write_lock = _thread.allocate_lock()
+        # The group commit's helper process that writes them, where one could be forked.
+        self._object_writer: ObjectWriter | None = None
         self.sweep_temp()
 
     # -- layout -------------------------------------------------------------------------------
@@ -92,19 +96,8 @@ class Cas:
         return f"{self._objects_prefix}{digest[:2]}/{digest[2:4]}/{digest}"
 
     def _publish(self, temp: str, final: str) -> None:
-        """Rename a finished temp file to its object path, making the fan-out directories the
-        first time one is needed: most exist, so the rename goes first and costs nothing more."""
-        try:
-            os.rename(temp, final)
-        except FileNotFoundError:
-            parent = os.path.dirname(final)
-            try:
-                os.mkdir(parent)
-            except FileNotFoundError:
-                os.makedirs(parent, exist_ok=True)
-            except FileExistsError:
-                pass  # another writer made it: the rename can go
-            os.rename(temp, final)
+        """Rename a finished temp file to its object path (see cas_writer.publish)."""
+        publish(temp, final)
         if self._syncfs_fd is not None:
             with self._deferred_lock:
                 self._unsynced += 1  # the group's next syncfs covers its bytes and its name
@@ -121,6 +114,9 @@ class Cas:
 
     def _write_pending(self, only: str | None = None) -> None:
         """Write and publish the objects left to the flusher (or just `only`), from any thread."""
+        if only is None and self._object_writer is not None:
+            self._write_pending_through(self._object_writer)
+            return
         failure: OSError | None = None
         for digest in [only] if only is not None else list(self._unwritten):
             with self._write_lock:
@@ -140,6 +136,25 @@ class Cas:
                         self._unwritten_bytes -= len(stored)
         if failure is not None:
             raise space_error(failure, "writing a CAS object") from None
+
+    def _write_pending_through(self, writer: ObjectWriter) -> None:
+        """_write_pending by the helper process: one round trip for every waiting object."""
+        with self._write_lock:
+            waiting = list(self._unwritten.items())
+            if not waiting:
+                return
+            try:
+                writer.write([entry for _, entry in waiting])
+            except OSError as exc:
+                raise space_error(exc, "writing a CAS object") from None
+            finally:
+                # Only once they are in place: a lookup that misses one here finds the file.
+                for digest, (stored, _) in waiting:
+                    del self._unwritten[digest]
+                with self._deferred_lock:
+                    self._unwritten_bytes -= sum(len(stored) for _, (stored, _) in waiting)
+                    if self._syncfs_fd is not None:
+                        self._unsynced += len(waiting)  # the helper published them unsynced
 
     def _write_object(self, parts: tuple[bytes, ...], final: str, temp: str,
                       handle: IO[bytes] | None = None) -> None:
@@ -223,17 +238,20 @@ class Cas:
             self._spare_temps.extend(made)
 
     def close(self) -> None:
-        """Remove the temp files made ahead or left behind for a group commit."""
+        """Remove the temp files made ahead or left behind for a group commit; end its helper."""
         self.housekeep(spare=0)
         with self._deferred_lock:
             spares, self._spare_temps = self._spare_temps, []
             self._unwritten, self._unwritten_bytes = {}, 0  # a failed flush's: no record names them
+            writer, self._object_writer = self._object_writer, None
             if self._syncfs_fd is not None:
                 os.close(self._syncfs_fd)
                 self._syncfs_fd = None  # objects published after this are fsynced one by one
         for path, handle in spares:
             handle.close()
             _unlink_quietly(path)
+        if writer is not None:
+            writer.close()
 
     def sweep_temp(self) -> int:
         """Delete temp files left by writers that died; return how many were removed."""
@@ -261,8 +279,10 @@ class Cas:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def defer_syncs(self) -> None:
-        """Publish new objects without waiting for fsync; sync_deferred() makes them durable.
+    def defer_syncs(self, writer_process: bool = False) -> None:
+        """Publish new objects without waiting for fsync; sync_deferred() makes them durable
+        and writes the small objects left to it (writer_process: through a helper process,
+        where one can be forked; see requiem.object_writer).
 
         For a group commit: it calls sync_deferred() before writing the records that name the
         objects, so no record ever points at an object a power cut could lose. An object lost
@@ -272,6 +292,11 @@ class Cas:
             if self._deferred is None:
                 self._deferred = []
                 self._syncfs_fd = cas_sync.syncfs_descriptor(self.objects_dir, self.tmp_dir)
+            if writer_process and self._object_writer is None:
+                from requiem.object_writer import ObjectWriter
+
+                self._object_writer = ObjectWriter.start(self.tmp_dir,
+                                                         fsync_each=self._syncfs_fd is None)
 
     def sync_deferred(self) -> None:
         """Make every object published unsynced so far durable (from any thread).

@@ -298,6 +298,22 @@ def kernel_copy(src_fd: int, dst_fd: int, writeback: bool = False) -> int:
         os.close(src_fd)
 
 
+def publish(temp: str, final: str) -> None:
+    """Rename a finished temp file to its object path, making the fan-out directories the first
+    time one is needed: most exist, so the rename goes first and costs nothing more."""
+    try:
+        os.rename(temp, final)
+    except FileNotFoundError:
+        parent = os.path.dirname(final)
+        try:
+            os.mkdir(parent)
+        except FileNotFoundError:
+            os.makedirs(parent, exist_ok=True)
+        except FileExistsError:
+            pass  # another writer made it: the rename can go
+        os.rename(temp, final)
+
+
 def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:

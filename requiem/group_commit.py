@@ -49,7 +49,7 @@ class GroupCommit:
         self._guard: int | None = None
         self._closing = False
         self._error: BaseException | None = None
-        cas.defer_syncs()
+        cas.defer_syncs(writer_process=True)  # before the flusher thread: a fork needs one thread
         self._flusher = threading.Thread(target=self._flush_loop, name="requiem-group-commit",
                                          daemon=True)
         self._flusher.start()

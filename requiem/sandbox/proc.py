@@ -70,9 +70,29 @@ def others_live(pid: int) -> bool:
     return bool(_own - {pid})
 
 
+_apart: set[int] = set()  # our helper processes (requiem.object_writer): neither runs nor orphans
+
+
+def keep_apart(pid: int, kept: bool = True) -> None:
+    """Mark a child of ours as a helper process (or no longer), so no run takes it for its own."""
+    if kept:
+        _apart.add(pid)
+    else:
+        _apart.discard(pid)
+
+
 def adopted() -> list[int]:
     """Children of this process no backend waits for: orphans re-parented to us as a subreaper."""
-    return [pid for pid in children_of(os.getpid()) if pid not in _own]
+    return [pid for pid in children_of(os.getpid()) if pid not in _own and pid not in _apart]
+
+
+def single_threaded() -> bool:
+    """Whether this process has one thread, Python's or a native library's: only then is a
+    fork safe (a lock another thread holds would stay held in the child)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
 
 
 def helper_argv(module: str, call: str, *args: str) -> list[str]:
