@@ -108,12 +108,19 @@ class Cas:
             if (self._deferred is None or len(self._unwritten) >= MAX_DEFERRED
                     or self._unwritten_bytes + len(stored) > MAX_UNWRITTEN_BYTES):
                 return False
+            previous = self._unwritten.pop(digest, None)  # a fresh put of bytes already waiting
+            if previous is not None:
+                self._unwritten_bytes -= len(previous[0])
             self._unwritten[digest] = (stored, final)
             self._unwritten_bytes += len(stored)
             return True
 
     def _write_pending(self, only: str | None = None) -> None:
-        """Write and publish the objects left to the flusher (or just `only`), from any thread."""
+        """Write and publish the objects left to the flusher (or just `only`), from any thread.
+
+        One that cannot be written (or whose write is interrupted) stays waiting: the flush
+        that would make its record durable writes it or fails.
+        """
         if only is None and self._object_writer is not None:
             self._write_pending_through(self._object_writer)
             return
@@ -123,17 +130,13 @@ class Cas:
                 entry = self._unwritten.get(digest)
                 if entry is None:
                     continue  # the other thread wrote it meanwhile
-                stored, final = entry
                 try:
                     # A temp file of its own, not a spare: those are kept for the runs' captures.
-                    self._write_object((stored,), final, self._new_temp_path())
+                    self._write_object((entry[0],), entry[1], self._new_temp_path())
                 except OSError as exc:
                     failure = failure or exc
-                finally:
-                    # Only once it is in place: a lookup that misses it here finds the file.
-                    del self._unwritten[digest]
-                    with self._deferred_lock:
-                        self._unwritten_bytes -= len(stored)
+                    continue
+                self._forget_written([(digest, entry)])
         if failure is not None:
             raise space_error(failure, "writing a CAS object") from None
 
@@ -147,14 +150,18 @@ class Cas:
                 writer.write([entry for _, entry in waiting])
             except OSError as exc:
                 raise space_error(exc, "writing a CAS object") from None
-            finally:
-                # Only once they are in place: a lookup that misses one here finds the file.
-                for digest, (stored, _) in waiting:
-                    del self._unwritten[digest]
+            self._forget_written(waiting)
+            if self._syncfs_fd is not None:
                 with self._deferred_lock:
-                    self._unwritten_bytes -= sum(len(stored) for _, (stored, _) in waiting)
-                    if self._syncfs_fd is not None:
-                        self._unsynced += len(waiting)  # the helper published them unsynced
+                    self._unsynced += len(waiting)  # the helper published them unsynced
+
+    def _forget_written(self, written: list[tuple[str, tuple[bytes, str]]]) -> None:
+        """Drop objects now in place from the waiting ones (under _write_lock): only now, so a
+        lookup that misses one there finds its file."""
+        for digest, _ in written:
+            del self._unwritten[digest]
+        with self._deferred_lock:
+            self._unwritten_bytes -= sum(len(stored) for _, (stored, _) in written)
 
     def _write_object(self, parts: tuple[bytes, ...], final: str, temp: str,
                       handle: IO[bytes] | None = None) -> None:
@@ -244,12 +251,15 @@ class Cas:
             spares, self._spare_temps = self._spare_temps, []
             self._unwritten, self._unwritten_bytes = {}, 0  # a failed flush's: no record names them
             writer, self._object_writer = self._object_writer, None
+            unsynced, self._deferred = self._deferred or [], None  # a later put syncs its own
             if self._syncfs_fd is not None:
                 os.close(self._syncfs_fd)
                 self._syncfs_fd = None  # objects published after this are fsynced one by one
         for path, handle in spares:
             handle.close()
             _unlink_quietly(path)
+        for fd in unsynced:  # left by a failed flush, whose records were not written
+            os.close(fd)
         if writer is not None:
             writer.close()
 
@@ -342,15 +352,22 @@ class Cas:
         return CasWriter(self, encoding, level)
 
     def put_bytes(self, data: bytes, encoding: str = "identity",
-                  level: int = DEFAULT_ZSTD_LEVEL, digest: str | None = None) -> ObjectInfo:
+                  level: int = DEFAULT_ZSTD_LEVEL, digest: str | None = None,
+                  fresh: bool = False) -> ObjectInfo:
         """Store a buffer; an object already present is returned as is.
 
-        digest: the caller's own BLAKE3 of these very bytes, hashed moments ago.
+        digest: the caller's own BLAKE3 of these very bytes, hashed moments ago. fresh: the
+        caller knows these bytes are new (a run's result, with its own timestamps), so no
+        lookup is made; if they were stored after all, the same bytes are written again.
         """
         if digest is None:
             digest = hashing.hash_bytes(data)
+        if self._unwritten and digest in self._unwritten:
+            waiting = self._known.get(digest)
+            if waiting is not None:
+                return waiting  # the flusher writes these very bytes before any record names them
         final = self._object_file(digest)
-        existing = self._existing(digest, final)
+        existing = None if fresh else self._existing(digest, final)
         if existing is not None:
             return existing
         if encoding != "identity":

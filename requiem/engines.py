@@ -385,7 +385,7 @@ class Session:
         as one compact JSON line (the stored result object and its own digest)."""
         request_bytes, result_bytes = _objects_of(request, result)
         self.cas.put_bytes(request_bytes, digest=result["request_object"])
-        self.cas.put_bytes(result_bytes, digest=result["result_object"])
+        self.cas.put_bytes(result_bytes, digest=result["result_object"], fresh=True)
         self._spool("execution", _execution_record(request, result, engine, dual_run))
         return b"%s,\"result_object\":\"%s\"}\n" % (result_bytes[:-1],
                                                       result["result_object"].encode())

@@ -22,6 +22,7 @@ from requiem.sandbox import proc
 # One job: the final path's length and the stored bytes' length; (0, 0) asks for the answer.
 _JOB = struct.Struct("<II")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_READY = b"R"
 # Room for a few groups of result objects in flight without the batch waiting on the pipe.
 _PIPE_BYTES = 1 << 20
 _F_SETPIPE_SZ = 1031
@@ -57,6 +58,7 @@ class ObjectWriter:
                     signal.signal(signum, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 _keep_only(jobs_read, answers_write)
+                write_all(answers_write, _READY)
                 _serve(jobs_read, answers_write, tmp_dir, fsync_each)
                 code = 0
             finally:
@@ -64,9 +66,12 @@ class ObjectWriter:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(jobs_read)
         os.close(answers_write)
-        if pid < 0:
+        # A helper that could not set itself up is no helper: the flusher thread writes instead.
+        if pid < 0 or os.read(answers_read, len(_READY)) != _READY:
             os.close(jobs_write)
             os.close(answers_read)
+            if pid > 0:
+                os.waitpid(pid, 0)
             return None
         proc.keep_apart(pid)  # a helper, not an orphan a run's kill_tree would take
         try:
@@ -142,8 +147,11 @@ def _serve(jobs: int, answers: int, tmp_dir: str, fsync_each: bool) -> None:
             write_all(answers, answer)
             failure = None
             continue
-        final = os.fsdecode(stream.read(path_size))
+        path = stream.read(path_size)
         stored = stream.read(stored_size)
+        if len(path) < path_size or len(stored) < stored_size:
+            return  # the batch died mid-job: a cut-off object must not be published
+        final = os.fsdecode(path)
         try:
             if not made_tmp:
                 os.makedirs(tmp_dir, exist_ok=True)
@@ -160,14 +168,14 @@ def _write_object(stored: bytes, final: str, tmp_dir: str, fsync_each: bool) -> 
     try:
         try:
             write_all(fd, stored)
-            if fsync_each:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        publish(temp, final)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
+            publish(temp, final)
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            raise
+        if fsync_each:
+            os.fsync(fd)  # after the rename, as the store's own deferred fsyncs are
+    finally:
+        os.close(fd)

@@ -295,7 +295,7 @@ def test_small_objects_waiting_in_memory_are_bounded(tmp_path: Path,
     assert cas._unwritten_bytes == 0
 
 
-def test_a_small_object_the_flush_cannot_write_fails_the_flush_and_is_not_claimed(
+def test_a_small_object_the_flush_cannot_write_fails_the_flush_and_stays_waiting(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
@@ -304,7 +304,7 @@ def test_a_small_object_the_flush_cannot_write_fails_the_flush_and_is_not_claime
 
     cas = Cas(tmp_path / "cas")
     cas.defer_syncs()
-    digest = cas.put_bytes(b"never written").digest
+    digest = cas.put_bytes(b"not written at the first flush").digest
 
     def full(*args: object, **kwargs: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -314,7 +314,9 @@ def test_a_small_object_the_flush_cannot_write_fails_the_flush_and_is_not_claime
         cas.sync_deferred()
     assert failed.value.code == "quota_exceeded"
     monkeypatch.undo()
-    assert not cas.contains(digest) and not os.listdir(cas.tmp_dir)
+    assert not _on_disk(cas, digest) and not os.listdir(cas.tmp_dir)
+    cas.sync_deferred()  # the next flush, before any record names it
+    assert cas.verify_object(digest) is None
     cas.close()
 
 

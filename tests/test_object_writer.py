@@ -77,14 +77,19 @@ from requiem.cas import Cas
 from requiem.errors import RequiemError
 cas = Cas(sys.argv[1])
 cas.defer_syncs(writer_process=True)
+import os
 digest = cas.put_bytes(b"its fan-out directory is a file").digest
-open(f"{cas.objects_dir}/{digest[:2]}", "w").close()
+blocker = f"{cas.objects_dir}/{digest[:2]}"
+open(blocker, "w").close()
 try:
     cas.sync_deferred()
 except RequiemError as exc:
-    print(exc.code, exc.detail.get("errno"), cas.contains(digest))
-cas.put_bytes(b"the helper goes on after a failure")
-cas.sync_deferred()
+    print(exc.code, exc.detail.get("errno"),
+          os.path.exists(os.path.join(cas.objects_dir, digest[:2], digest[2:4], digest)))
+os.unlink(blocker)
+later = cas.put_bytes(b"the helper goes on after a failure").digest
+cas.sync_deferred()  # the failed object waited: it is written now, with the later one
+print(cas.verify_object(digest), cas.verify_object(later))
 cas.close()
 """
     got = subprocess.run([sys.executable, "-c", script, str(tmp_path / "cas")],
@@ -93,7 +98,7 @@ cas.close()
     assert got.returncode == 0, got.stderr
     import errno
 
-    assert got.stdout.split() == ["invalid_request", str(errno.ENOTDIR), "False"]
+    assert got.stdout.split() == ["invalid_request", str(errno.ENOTDIR), "False", "None", "None"]
 
 
 def _batch(tmp_path: Path, home: Path, requests: list[dict]) -> subprocess.Popen[str]:
@@ -194,3 +199,104 @@ def test_a_runs_escapee_is_killed_and_the_helper_is_not(home: Path, tmp_path: Pa
     cas = Cas(home / "cas")
     assert len(records) == 21 and all(cas.verify_object(r["result_object"]) is None
                                       for r in records)
+
+
+_SYNCFS_AFTER_HELPER = """
+import json, os, sys
+from requiem import cas_sync
+from requiem.cas import Cas
+cas = Cas(sys.argv[1])
+cas.defer_syncs(writer_process=True)
+if cas._syncfs_fd is None or cas._object_writer is None:
+    print(json.dumps({"skip": "syncfs or the helper is unavailable here"}))
+    sys.exit(0)
+digest = cas.put_bytes(b"written by the helper, then synced").digest
+path = os.path.join(cas.objects_dir, digest[:2], digest[2:4], digest)
+events = []
+real = cas_sync.syncfs
+cas_sync.syncfs = lambda fd: (events.append(["syncfs", os.path.exists(path)]), real(fd))
+cas.sync_deferred()
+cas.close()
+print(json.dumps({"events": events}))
+"""
+
+
+def test_objects_the_helper_wrote_are_covered_by_the_flushs_syncfs(tmp_path: Path) -> None:
+    """The records' fdatasync may follow only a sync that covers their objects' names."""
+    got = subprocess.run([sys.executable, "-c", _SYNCFS_AFTER_HELPER, str(tmp_path / "cas")],
+                         capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert got.returncode == 0, got.stderr
+    report = json.loads(got.stdout)
+    if "skip" in report:
+        pytest.skip(report["skip"])
+    assert report["events"] == [["syncfs", True]]
+
+
+def test_a_job_cut_off_by_the_batchs_death_is_not_published(tmp_path: Path) -> None:
+    from requiem.object_writer import _JOB, _serve
+
+    final = tmp_path / "objects" / "cut-off"
+    final.parent.mkdir()
+    path = os.fsencode(str(final))
+    jobs_read, jobs_write = os.pipe()
+    answers_read, answers_write = os.pipe()
+    os.write(jobs_write, _JOB.pack(len(path), 60000) + path + b"only the start" * 10)
+    os.close(jobs_write)  # the batch died mid-write
+    _serve(jobs_read, answers_write, str(tmp_path / "tmp"), fsync_each=False)
+    os.close(answers_write)
+    assert os.read(answers_read, 100) == b""
+    os.close(answers_read)
+    assert not final.exists() and list((tmp_path / "tmp").glob("*")) == []
+
+
+@pytest.mark.parametrize("failure", ["full disk", "interrupt"])
+def test_a_waiting_object_a_lookup_fails_to_write_stays_waiting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    """Else the flush would make durable a record naming an object that is on no disk."""
+    import errno
+
+    from requiem import cas as cas_module
+    from requiem.errors import RequiemError
+
+    cas = Cas(tmp_path / "cas")
+    cas.defer_syncs()
+    digest = cas.put_bytes(b"named by a queued record").digest
+
+    def fail(*args: object) -> None:
+        if failure == "interrupt":
+            raise KeyboardInterrupt
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cas_module, "publish", fail)
+    with pytest.raises(KeyboardInterrupt if failure == "interrupt" else RequiemError):
+        cas.read_bytes(digest)  # a read needs the file: the lookup writes it first
+    monkeypatch.undo()
+    assert not _on_disk(cas, digest) and list(Path(cas.tmp_dir).iterdir()) == []
+    cas.sync_deferred()  # the flush before the record's
+    assert cas.verify_object(digest) is None
+    cas.close()
+
+
+def test_a_put_of_bytes_already_waiting_leaves_them_to_the_flusher(tmp_path: Path) -> None:
+    """A batch of one request repeated puts the same request object every run."""
+    cas = Cas(tmp_path / "cas")
+    cas.defer_syncs()
+    first = cas.put_bytes(b"the same request object")
+    again = cas.put_bytes(b"the same request object")
+    assert again.digest == first.digest and not _on_disk(cas, first.digest)
+    cas.sync_deferred()
+    assert _on_disk(cas, first.digest)
+    cas.close()
+
+
+def test_a_put_after_the_group_commit_closed_is_written_at_once(tmp_path: Path) -> None:
+    cas = Cas(tmp_path / "cas")
+    cas.defer_syncs()
+    cas.close()
+    digest = cas.put_bytes(b"after the close").digest
+    assert _on_disk(cas, digest)
+
+
+def _on_disk(cas: Cas, digest: str) -> bool:
+    return os.path.exists(os.path.join(cas.objects_dir, digest[:2], digest[2:4], digest))
