@@ -36,4 +36,4 @@ bench: setup
 	for b in benchmarks/*_bench.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(DEMO_HOME) build *.egg-info
+	rm -rf $(VENV) $(DEMO_HOME) build *.egg-info benchmarks/.work

@@ -189,23 +189,25 @@ def main() -> None:
                    stdout=subprocess.DEVNULL)
     base = Path(__file__).parent / ".work"
     base.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=base) as tmp:
-        work = Path(tmp)
-        # The workspace apart from the homes, as in real use: a home inside a sandboxed
-        # workspace is masked by extra mounts the bare loop would not pay for.
-        (work / "ws").mkdir()
-        # The batch figures move with whatever else shares the two cores: say how busy they were.
-        print("load average at the start: %.2f %.2f %.2f" % os.getloadavg())
-        print(f"file creation here: {creation_cost(work) * 1e6:.0f} us a file")
-        print("| figure | requiem | anchor | ratio | goal |")
-        print("|---|---|---|---|---|")
-        bench_cold_instructions(work)
-        for backend in backends:
-            bench_cold_run(work, backend)
-            for jobs in (1, 2):
-                bench_batch(work, backend, jobs)
-            if backend == "none":
-                bench_batch_marginal(work, backend)
+    # Fresh homes each run, in a directory left in place: removing a run's ~10k files slows
+    # every file creation near them for minutes (see creation_cost), so `make clean` does it.
+    work = Path(tempfile.mkdtemp(prefix="exec-", dir=base))
+    # The workspace apart from the homes, as in real use: a home inside a sandboxed
+    # workspace is masked by extra mounts the bare loop would not pay for.
+    (work / "ws").mkdir()
+    # The batch figures move with whatever else shares the two cores: say how busy they were.
+    print("load average at the start: %.2f %.2f %.2f" % os.getloadavg())
+    print(f"file creation here: {creation_cost(work) * 1e6:.0f} us a file "
+          f"({work.relative_to(base.parent.parent)}, left for `make clean`)")
+    print("| figure | requiem | anchor | ratio | goal |")
+    print("|---|---|---|---|---|")
+    bench_cold_instructions(work)
+    for backend in backends:
+        bench_cold_run(work, backend)
+        for jobs in (1, 2):
+            bench_batch(work, backend, jobs)
+        if backend == "none":
+            bench_batch_marginal(work, backend)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ it finished) and ends when its pipe closes, which also happens when the batch di
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import struct
@@ -25,7 +26,6 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _READY = b"R"
 # Room for a few groups of result objects in flight without the batch waiting on the pipe.
 _PIPE_BYTES = 1 << 20
-_F_SETPIPE_SZ = 1031
 
 
 class ObjectWriter:
@@ -42,8 +42,10 @@ class ObjectWriter:
         child would inherit held) or refused."""
         if not proc.single_threaded():
             return None
-        jobs_read, jobs_write = os.pipe2(os.O_CLOEXEC)
-        answers_read, answers_write = os.pipe2(os.O_CLOEXEC)
+        # Above 0-2, which the helper points at /dev/null: a batch started with stdin or stdout
+        # closed would get a pipe there.
+        jobs_read, jobs_write = map(_above_stdio, os.pipe2(os.O_CLOEXEC))
+        answers_read, answers_write = map(_above_stdio, os.pipe2(os.O_CLOEXEC))
         # Held back until the child ignores them: one landing in between would unwind it into
         # the caller's stack.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
@@ -63,21 +65,26 @@ class ObjectWriter:
                 code = 0
             finally:
                 os._exit(code)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(jobs_read)
         os.close(answers_write)
-        # A helper that could not set itself up is no helper: the flusher thread writes instead.
-        if pid < 0 or os.read(answers_read, len(_READY)) != _READY:
-            os.close(jobs_write)
-            os.close(answers_read)
-            if pid > 0:
-                os.waitpid(pid, 0)
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            # A helper that could not set itself up is no helper: the flusher thread writes.
+            ready = pid > 0 and os.read(answers_read, len(_READY)) == _READY
+        except BaseException:  # a stop signal meanwhile: the helper reads EOF and ends
+            ready = False
+            raise
+        finally:
+            if not ready:
+                os.close(jobs_write)
+                os.close(answers_read)
+                if pid > 0:
+                    os.waitpid(pid, 0)
+        if not ready:
             return None
         proc.keep_apart(pid)  # a helper, not an orphan a run's kill_tree would take
         try:
-            import fcntl
-
-            fcntl.fcntl(jobs_write, _F_SETPIPE_SZ, _PIPE_BYTES)
+            fcntl.fcntl(jobs_write, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         except OSError:
             pass  # the default 64 KiB: the batch waits on the pipe a little more often
         return cls(pid, jobs_write, answers_read)
@@ -111,6 +118,14 @@ class ObjectWriter:
         finally:
             os.close(self._answers)
             proc.keep_apart(self.pid, kept=False)
+
+
+def _above_stdio(fd: int) -> int:
+    if fd > 2:
+        return fd
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return moved
 
 
 def _keep_only(*keep: int) -> None:

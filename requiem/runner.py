@@ -377,6 +377,10 @@ class Launch:
         if exit_info is None:
             exit_info = child.wait(None)
         self._reason, self._exit = reason, exit_info
+        # From the first object stored until the record names it, a GC must wait. Here, not at
+        # the first store: in a batch finish() runs while the next command runs, and a wait at
+        # the GC's gate there would leave that command's timeout and output limit unwatched.
+        self._hold(write_guard(self.runner.cas.root))
         exit_code = None
         if reason == "exited":
             # A death by signal N is exit code 128+N, the shell's convention: bwrap can only report
@@ -384,8 +388,6 @@ class Launch:
             exit_code = exit_info.exit_code if exit_info.signal is None else 128 + exit_info.signal
         self._exit_code = exit_code
         self.trace.add("exit", exit_code=exit_code, termination_reason=reason)
-        if self._output_paths:
-            self._guard_stores()
         for path, where in sorted(self._output_paths.items()):
             self._output_digests[path] = self._collect_output(path, where)
         if self._output_digests:
@@ -416,7 +418,6 @@ class Launch:
         request, report, trace = self.request, self.report, self.trace
         reason, exit_info, exit_code = self._reason, self._exit, self._exit_code
         assert exit_info is not None, "finish() before collect()"
-        self._guard_stores()
         streams = {}
         for name, writer in (("stdout", self._stdout), ("stderr", self._stderr)):
             assert writer is not None
@@ -493,13 +494,6 @@ class Launch:
                 if writer is not None:
                     writer.abort()
             self._release_held()
-
-    def _guard_stores(self) -> None:
-        """From the run's first object stored until its record names it, a GC must wait. Taken
-        at the first store, not when the command ends: without outputs that is in finish(),
-        which a batch runs beside the next command, not before it starts."""
-        if not any(isinstance(held, write_guard) for held in self._held):
-            self._hold(write_guard(self.runner.cas.root))
 
     def _hold(self, context: lease | write_guard) -> None:
         context.__enter__()

@@ -316,3 +316,35 @@ def test_a_long_batch_encoding_with_orjson_gives_single_runs_digests(tmp_path: P
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr
     listed = run_cli("history", "ls", "--limit", "1000", home=home).json
     assert len(listed["executions"]) == ORJSON_FROM_LINES + 3
+
+
+@pytest.mark.slow
+def test_a_gc_holding_the_store_never_leaves_the_next_command_unwatched(home: Path,
+                                                                        tmp_path: Path) -> None:
+    """A run waits for a GC before the next command starts, never while it runs: its timeout
+    and output limit are watched from its start."""
+    import subprocess
+
+    from requiem.cas_guard import exclusive_guard
+    from tests.conftest import cli_command
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    first = {"command": "sleep", "argv": ["0.6"], "workspace_root": str(ws), "policy": PLAIN}
+    second = {"command": "sleep", "argv": ["10"], "workspace_root": str(ws), "policy": PLAIN,
+              "timeout_ms": 500}
+    lines = tmp_path / "r.jsonl"
+    lines.write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n")
+    out = tmp_path / "o.jsonl"
+    (home / "cas").mkdir(parents=True)
+    batch = subprocess.Popen(cli_command() + ["--home", str(home), "exec", "batch", "--requests",
+                                              str(lines), "--out", str(out)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    time.sleep(0.35)  # the first command runs
+    with exclusive_guard(str(home / "cas")):  # what a GC holds while it deletes
+        time.sleep(2)
+    batch.communicate(timeout=60)
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert results[1]["termination_reason"] == "timeout"
+    assert results[1]["duration_ms"] < 1500, results[1]["duration_ms"]

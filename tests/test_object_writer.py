@@ -300,3 +300,29 @@ def test_a_put_after_the_group_commit_closed_is_written_at_once(tmp_path: Path) 
 
 def _on_disk(cas: Cas, digest: str) -> bool:
     return os.path.exists(os.path.join(cas.objects_dir, digest[:2], digest[2:4], digest))
+
+
+_WITH_STDIO_CLOSED = """
+import os, sys
+from requiem import cas_sync
+from requiem.cas import Cas
+cas_sync.syncfs_descriptor = lambda objects, tmp: None  # leaves descriptor 0 free for a pipe
+os.close(0)
+os.close(1)
+cas = Cas(sys.argv[1])
+cas.defer_syncs(writer_process=True)
+digest = cas.put_bytes(b"written with stdin and stdout closed").digest
+cas.sync_deferred()
+print(cas._object_writer is not None, cas.verify_object(digest), file=sys.stderr)
+cas.close()
+"""
+
+
+def test_a_batch_started_with_stdin_and_stdout_closed_still_writes_through_its_helper(
+        tmp_path: Path) -> None:
+    """The helper points 0 and 1 at /dev/null: its pipes must not be there."""
+    got = subprocess.run([sys.executable, "-c", _WITH_STDIO_CLOSED, str(tmp_path / "cas")],
+                         capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert got.returncode == 0, got.stderr
+    assert got.stderr.split() == ["True", "None"]
