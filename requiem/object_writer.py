@@ -24,10 +24,11 @@ from requiem.sandbox import proc
 _JOB = struct.Struct("<II")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _READY = b"R"
-# Its work can wait for the flush, the runs' commands cannot: on two cores a helper at the same
-# priority took the second core from them. With file creations slow (see benchmarks/RESULTS.md)
-# a batch measured 1.26-1.29x at 19 against 1.43x at 0 and 1.69x at 10, A/B. If it falls
-# behind on a busy machine, puts past its 256 objects are written by the runs themselves.
+# Its work can wait for the flush, the batch's own thread cannot. The commands run in sessions
+# of their own, which the scheduler's autogroups weigh apart, so this orders the helper against
+# the batch process (and anything else in its session) only. With file creations slow (see
+# benchmarks/RESULTS.md) a batch measured 1.26-1.29x at 19 against 1.43x at 0 and 1.69x at 10,
+# A/B. The price: on a core saturated from the batch's own session, a flush waits longer.
 _NICENESS = 19
 # Room for a few groups of result objects in flight without the batch waiting on the pipe.
 _PIPE_BYTES = 1 << 20
@@ -49,8 +50,19 @@ class ObjectWriter:
             return None
         # Above 0-2, which the helper points at /dev/null: a batch started with stdin or stdout
         # closed would get a pipe there.
-        jobs_read, jobs_write = map(_above_stdio, os.pipe2(os.O_CLOEXEC))
-        answers_read, answers_write = map(_above_stdio, os.pipe2(os.O_CLOEXEC))
+        made: list[int] = []
+        try:
+            made += os.pipe2(os.O_CLOEXEC)
+            made += os.pipe2(os.O_CLOEXEC)
+            for n, fd in enumerate(made):
+                if fd <= 2:
+                    made[n] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                    os.close(fd)
+        except OSError:  # out of descriptors: the flusher thread writes instead
+            for fd in made:
+                os.close(fd)
+            return None
+        jobs_read, jobs_write, answers_read, answers_write = made
         # Held back until the child ignores them: one landing in between would unwind it into
         # the caller's stack.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
@@ -65,7 +77,10 @@ class ObjectWriter:
                     signal.signal(signum, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 _keep_only(jobs_read, answers_write)
-                os.nice(_NICENESS)
+                try:
+                    os.nice(_NICENESS)
+                except OSError:
+                    pass  # a helper at the batch's own priority is still a helper
                 write_all(answers_write, _READY)
                 _serve(jobs_read, answers_write, tmp_dir, fsync_each)
                 code = 0
@@ -124,14 +139,6 @@ class ObjectWriter:
         finally:
             os.close(self._answers)
             proc.keep_apart(self.pid, kept=False)
-
-
-def _above_stdio(fd: int) -> int:
-    if fd > 2:
-        return fd
-    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-    os.close(fd)
-    return moved
 
 
 def _keep_only(*keep: int) -> None:
