@@ -19,7 +19,7 @@ from requiem.cas_format import (
     encode_header,
     space_error,
 )
-from requiem.cas_writer import CasWriter, kernel_copy, publish, pwrite_all
+from requiem.cas_writer import CasWriter, kernel_copy, publish, pwrite_all, temp_path
 from requiem.clock import utc_now_iso
 from requiem.errors import CAS_INTEGRITY_FAILED, INVALID_REQUEST, MISSING_INPUT, RequiemError
 
@@ -108,10 +108,7 @@ class Cas:
             if (self._deferred is None or len(self._unwritten) >= MAX_DEFERRED
                     or self._unwritten_bytes + len(stored) > MAX_UNWRITTEN_BYTES):
                 return False
-            previous = self._unwritten.pop(digest, None)  # a fresh put of bytes already waiting
-            if previous is not None:
-                self._unwritten_bytes -= len(previous[0])
-            self._unwritten[digest] = (stored, final)
+            self._unwritten[digest] = (stored, final)  # never waiting already: see put_bytes
             self._unwritten_bytes += len(stored)
             return True
 
@@ -190,7 +187,7 @@ class Cas:
             except OSError as exc:
                 raise space_error(exc, "creating the CAS temp directory") from None
             self._made_dirs.add(self.tmp_dir)
-        return os.path.join(self.tmp_dir, f"{os.getpid()}.{os.urandom(8).hex()}.tmp")
+        return temp_path(self.tmp_dir)
 
     def _open_temp(self) -> tuple[str, IO[bytes]]:
         """A new, empty temp file for one object: one made ahead if there is one."""

@@ -298,6 +298,11 @@ def kernel_copy(src_fd: int, dst_fd: int, writeback: bool = False) -> int:
         os.close(src_fd)
 
 
+def temp_path(tmp_dir: str) -> str:
+    """A new temp file's name: its writer's pid first, so a sweep spares it while that lives."""
+    return os.path.join(tmp_dir, f"{os.getpid()}.{os.urandom(8).hex()}.tmp")
+
+
 def publish(temp: str, final: str) -> None:
     """Rename a finished temp file to its object path, making the fan-out directories the first
     time one is needed: most exist, so the rename goes first and costs nothing more."""

@@ -31,8 +31,8 @@ class GroupCommit:
     the spool directory). Here the store publishes objects unsynced, and a flusher thread makes
     them durable (one syncfs per group where it can be trusted, else an fsync each) and then
     appends every waiting record with one fdatasync, while the next run goes on. Small objects
-    (each run's result object) are written by the flusher too: creating a file can cost a run
-    more than its whole command on a busy ext4 (see Cas._unwritten). The flusher
+    (each run's result object) are written at the flush too, by a helper process: creating a
+    file can cost as much as a whole /bin/true spawn on this ext4 (see Cas._unwritten). The flusher
     lingers up to LINGER_SECONDS for a group of GROUP_TARGET records: a group per run would
     cost an fdatasync and a GIL handover each. A batch hands out results only after the last
     flush, so every result it returns has a durable record (a batch terminated midway flushes

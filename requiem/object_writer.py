@@ -3,8 +3,8 @@
 Storing a small object costs a file creation (100-600 us of kernel time on this project's ext4
 after a burst of deletions, ~20 us on a quiet one), a write, a rename and often a new fan-out
 directory. A thread doing that takes the GIL back from the runs at every one of those calls;
-measured, a batch's runs took ~15 % longer beside such a thread than beside a process doing
-the same writes. So a batch forks this helper while it has no other thread: it is sent
+measured, a batch's runs took 15-20 % longer beside such a thread than beside a process
+doing the same writes. So a batch forks this helper while it has no other thread: it is sent
 (final path, stored bytes) jobs in one pipe write per group, writes and publishes each, and
 answers once per group. It ignores SIGINT and SIGTERM (the batch stops itself and flushes what
 it finished) and ends when its pipe closes, which also happens when the batch dies.
@@ -17,7 +17,7 @@ import os
 import signal
 import struct
 
-from requiem.cas_writer import publish, write_all
+from requiem.cas_writer import publish, temp_path, write_all
 from requiem.sandbox import proc
 
 # One job: the final path's length and the stored bytes' length; (0, 0) asks for the answer.
@@ -55,9 +55,7 @@ class ObjectWriter:
             made += os.pipe2(os.O_CLOEXEC)
             made += os.pipe2(os.O_CLOEXEC)
             for n, fd in enumerate(made):
-                if fd <= 2:
-                    made[n] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-                    os.close(fd)
+                made[n] = proc.above_stdio(fd)
         except OSError:  # out of descriptors: the flusher thread writes instead
             for fd in made:
                 os.close(fd)
@@ -190,8 +188,7 @@ def _serve(jobs: int, answers: int, tmp_dir: str, fsync_each: bool) -> None:
 
 
 def _write_object(stored: bytes, final: str, tmp_dir: str, fsync_each: bool) -> None:
-    # Named as the store names its temp files: a sweep spares them while this process lives.
-    temp = os.path.join(tmp_dir, f"{os.getpid()}.{os.urandom(8).hex()}.tmp")
+    temp = temp_path(tmp_dir)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         try:

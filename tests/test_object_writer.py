@@ -18,6 +18,7 @@ from requiem.cas import Cas
 from tests.conftest import cli_command
 from tests.test_batch_order import _run_batch, _stray_request, _stray_seen
 from tests.test_exec import PLAIN
+from tests.test_group_commit import _on_disk
 
 # In a fresh interpreter: the test process has threads (pytest-xdist), where no helper is forked.
 _HELPER_ROUND_TRIP = """
@@ -41,12 +42,17 @@ print(json.dumps({"on_disk": on_disk, "reaped": reaped, "digests": digests,
 """
 
 
-def test_small_objects_go_through_a_forked_helper_that_is_reaped(tmp_path: Path) -> None:
-    got = subprocess.run([sys.executable, "-c", _HELPER_ROUND_TRIP, str(tmp_path / "cas")],
+def _run_script(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """A script in a fresh interpreter (one thread: a helper can be forked), given a store path."""
+    got = subprocess.run([sys.executable, "-c", script, str(tmp_path / "cas")],
                          capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parent.parent)
     assert got.returncode == 0, got.stderr
-    report = json.loads(got.stdout)
+    return got
+
+
+def test_small_objects_go_through_a_forked_helper_that_is_reaped(tmp_path: Path) -> None:
+    report = json.loads(_run_script(_HELPER_ROUND_TRIP, tmp_path).stdout)
     assert report["on_disk"] and report["reaped"] and report["helper_is_child"]
     assert report["nice"] == min(19, 19 - os.getpriority(os.PRIO_PROCESS, 0))  # yields to runs
     cas = Cas(tmp_path / "cas")
@@ -94,10 +100,7 @@ cas.sync_deferred()  # the failed object waited: it is written now, with the lat
 print(cas.verify_object(digest), cas.verify_object(later))
 cas.close()
 """
-    got = subprocess.run([sys.executable, "-c", script, str(tmp_path / "cas")],
-                         capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parent.parent)
-    assert got.returncode == 0, got.stderr
+    got = _run_script(script, tmp_path)
     import errno
 
     assert got.stdout.split() == ["invalid_request", str(errno.ENOTDIR), "False", "None", "None"]
@@ -225,11 +228,7 @@ print(json.dumps({"events": events}))
 
 def test_objects_the_helper_wrote_are_covered_by_the_flushs_syncfs(tmp_path: Path) -> None:
     """The records' fdatasync may follow only a sync that covers their objects' names."""
-    got = subprocess.run([sys.executable, "-c", _SYNCFS_AFTER_HELPER, str(tmp_path / "cas")],
-                         capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parent.parent)
-    assert got.returncode == 0, got.stderr
-    report = json.loads(got.stdout)
+    report = json.loads(_run_script(_SYNCFS_AFTER_HELPER, tmp_path).stdout)
     if "skip" in report:
         pytest.skip(report["skip"])
     assert report["events"] == [["syncfs", True]]
@@ -300,10 +299,6 @@ def test_a_put_after_the_group_commit_closed_is_written_at_once(tmp_path: Path) 
     assert _on_disk(cas, digest)
 
 
-def _on_disk(cas: Cas, digest: str) -> bool:
-    return os.path.exists(os.path.join(cas.objects_dir, digest[:2], digest[2:4], digest))
-
-
 _WITH_STDIO_CLOSED = """
 import os, sys
 from requiem import cas_sync
@@ -323,8 +318,5 @@ cas.close()
 def test_a_batch_started_with_stdin_and_stdout_closed_still_writes_through_its_helper(
         tmp_path: Path) -> None:
     """The helper points 0 and 1 at /dev/null: its pipes must not be there."""
-    got = subprocess.run([sys.executable, "-c", _WITH_STDIO_CLOSED, str(tmp_path / "cas")],
-                         capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parent.parent)
-    assert got.returncode == 0, got.stderr
+    got = _run_script(_WITH_STDIO_CLOSED, tmp_path)
     assert got.stderr.split() == ["True", "None"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
 import errno
+import fcntl
 import os
 import select
 import sys
@@ -86,6 +87,16 @@ def adopted() -> list[int]:
     return [pid for pid in children_of(os.getpid()) if pid not in _own and pid not in _apart]
 
 
+def above_stdio(fd: int) -> int:
+    """fd, or when it is one of 0-2 a close-on-exec copy above them (then fd is closed): for a
+    pipe that must outlive a child's stdio being pointed elsewhere. On failure fd stays open."""
+    if fd > 2:
+        return fd
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return moved
+
+
 def single_threaded() -> bool:
     """Whether this process has one thread, Python's or a native library's: only then is a
     fork safe (a lock another thread holds would stay held in the child)."""
@@ -160,12 +171,12 @@ def spawn(argv: list[str], executable: str, *, stdin: int, stdout: int, stderr: 
             raise ValueError("illegal environment variable name")
         env_list.append(os.fsencode(key) + b"=" + os.fsencode(value))
     failure_read, failure_write = os.pipe2(os.O_CLOEXEC)
-    low = []
-    while failure_write < 3:  # the child's stdio are dup2'ed over 0-2: keep the pipe above them
-        low.append(failure_write)
-        failure_write = os.dup(failure_write)
-    for fd in low:
-        os.close(fd)
+    try:
+        failure_write = above_stdio(failure_write)  # the child's stdio are dup2'ed over 0-2
+    except OSError:
+        os.close(failure_read)
+        os.close(failure_write)
+        raise
     try:
         try:
             pid = _fork_exec(argv, (os.fsencode(executable),), True,
