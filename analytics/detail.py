@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from requiem import history
+from requiem import history, result_pack
 from requiem.analytics.executions import execution_record
 from requiem.analytics.source import HomeLike, as_home, first_row
 from requiem.cas import Cas
@@ -72,6 +72,18 @@ def read_content(cas: Cas, digest: str | None, limit: int = READ_LIMIT) -> Conte
     return Content(digest, data.decode("utf-8", "backslashreplace"), size, size > len(data))
 
 
+def read_result(cas: Cas, record: dict[str, Any]) -> Content:
+    """The run's result document, alone or out of its batch's pack (requiem.result_pack)."""
+    digest, pack = record.get("result_object"), record.get("result_pack")
+    if not digest or not pack:
+        return read_content(cas, digest, DOCUMENT_LIMIT)
+    try:
+        data = result_pack.read_result(cas, digest, pack)
+    except RequiemError as exc:
+        return Content(digest, error=f"{exc.code}: {exc.message}")
+    return Content(digest, data.decode("utf-8", "backslashreplace"), len(data))
+
+
 def _comparison(con: Any, record: dict[str, Any]) -> dict[str, Any] | None:
     """The dual-run comparison this execution took part in, if any."""
     if not record.get("dual_run") or not record.get("result_object"):
@@ -95,7 +107,7 @@ def execution_detail(home: HomeLike, record_id: str,
     if record is None:
         return None
     cas = Cas(resolved.cas_root)
-    result = read_content(cas, record.get("result_object"), DOCUMENT_LIMIT)
+    result = read_result(cas, record)
     return ExecutionDetail(
         record=record,
         request=read_content(cas, record.get("request_object"), DOCUMENT_LIMIT),

@@ -65,7 +65,7 @@ def _generate(args: tuple[str, int, int]) -> None:
     spool_dir, start, count = args
     for first in range(start, start + count, GROUP):
         size = min(GROUP, start + count - first)
-        spool.write_records(Path(spool_dir), executions(first, size, seed=first))
+        spool.write_records(Path(spool_dir), executions(first, size, seed=first, packed=True))
 
 
 def generate(home: Path, records: int) -> float:

@@ -13,6 +13,7 @@ from requiem.errors import ENGINE_UNAVAILABLE, ERROR_CODES, INVALID_REQUEST, Req
 from requiem.hashing import hash_bytes
 from requiem.home import Home
 from requiem.json_text import compact_bytes
+from requiem.result_pack import MAX_PACKED_DOCUMENT
 from requiem.runner import Perturbation, Runner
 from requiem.spool import write_record
 
@@ -381,12 +382,16 @@ class Session:
 
     def _record_execution(self, request: Request, result: dict[str, Any], engine: str,
                           dual_run: bool) -> bytes:
-        """Store the request and result objects and spool the run's record; return the result
-        as one compact JSON line (the stored result object and its own digest)."""
+        """Store the request object and the result document and spool the run's record; return
+        the result as one compact JSON line (the document and its own digest)."""
         request_bytes, result_bytes = _objects_of(request, result)
         self.cas.put_bytes(request_bytes, digest=result["request_object"])
-        self.cas.put_bytes(result_bytes, digest=result["result_object"], fresh=True)
-        self._spool("execution", _execution_record(request, result, engine, dual_run))
+        record = _execution_record(request, result, engine, dual_run)
+        if self._group is not None and len(result_bytes) <= MAX_PACKED_DOCUMENT:
+            self._group.add("execution", record, document=result_bytes)  # into the group's pack
+        else:
+            self.cas.put_bytes(result_bytes, digest=result["result_object"], fresh=True)
+            self._spool("execution", record)
         return b"%s,\"result_object\":\"%s\"}\n" % (result_bytes[:-1],
                                                       result["result_object"].encode())
 
@@ -462,6 +467,7 @@ def _execution_record(request: Request, result: dict[str, Any], engine: str,
         "input_digests": dict(request.inputs),
         "request_object": result["request_object"],
         "result_object": result["result_object"],
+        "result_pack": None,  # or the group commit's pack holding the result document
         "start_timestamp": result.get("start_timestamp"),
         "end_timestamp": result.get("end_timestamp"),
         "duration_ms": result.get("duration_ms"),

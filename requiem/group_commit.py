@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from requiem import spool
+from requiem import result_pack, spool
 from requiem.cas import Cas
 from requiem.cas_guard import hold_shared
 
@@ -39,12 +39,18 @@ class GroupCommit:
     what it queued; one killed with SIGKILL loses the queued records of runs whose results it
     never returned). From a run's first record until the flush that writes it, a shared hold
     of the GC guard keeps a collector away from the objects the record names.
+
+    A run's result document is not stored as an object of its own: the flush stores the
+    group's documents as one pack (requiem.result_pack) and names it in their records. One
+    object per run would cost a file, an inode and a 4 KiB block each, and in a young store a
+    new fan-out directory too: measured, ~100 us of a /bin/true run's ~0.9 ms.
     """
 
     def __init__(self, cas: Cas, spool_dir: str | os.PathLike[str]) -> None:
         self._cas = cas
         self._spool_dir = spool_dir
-        self._pending: list[tuple[str, dict[str, Any]]] = []
+        # (kind, payload, the run's result document to pack, or None)
+        self._pending: list[tuple[str, dict[str, Any], bytes | None]] = []
         self._changed = threading.Condition()
         self._guard: int | None = None
         self._closing = False
@@ -54,8 +60,10 @@ class GroupCommit:
                                          daemon=True)
         self._flusher.start()
 
-    def add(self, kind: str, payload: dict[str, Any]) -> None:
-        """Queue one record; called while the caller holds the write guard."""
+    def add(self, kind: str, payload: dict[str, Any], document: bytes | None = None) -> None:
+        """Queue one record; called while the caller holds the write guard. `document` (a
+        run's result as compact JSON) goes into the group's pack, which the flush names in the
+        record's `result_pack`."""
         with self._changed:
             while len(self._pending) >= MAX_PENDING and self._error is None:
                 self._changed.wait()
@@ -63,7 +71,7 @@ class GroupCommit:
                 raise self._error
             if self._guard is None:
                 self._guard = hold_shared(self._cas.root)
-            self._pending.append((kind, payload))
+            self._pending.append((kind, payload, document))
             if len(self._pending) in (1, GROUP_TARGET):  # a flusher waits for the first, or lingers
                 self._changed.notify_all()
 
@@ -96,8 +104,10 @@ class GroupCommit:
                 records, self._pending = self._pending, []
                 self._changed.notify_all()
             try:
+                self._pack_documents(records)
                 self._cas.sync_deferred()  # the objects first: a durable record never dangles
-                spool.write_records(self._spool_dir, records)
+                spool.write_records(self._spool_dir, [(kind, payload)
+                                                      for kind, payload, _ in records])
             except BaseException as exc:
                 with self._changed:
                     self._error = exc
@@ -108,6 +118,16 @@ class GroupCommit:
                 if not self._pending:
                     self._release_guard()
             self._cas.housekeep()
+
+    def _pack_documents(self, records: list[tuple[str, dict[str, Any], bytes | None]]) -> None:
+        """Store the group's result documents as one object and name it in their records."""
+        documents = [document for _, _, document in records if document is not None]
+        if not documents:
+            return
+        pack = self._cas.put_bytes(result_pack.pack(documents), fresh=True).digest
+        for _, payload, document in records:
+            if document is not None:
+                payload["result_pack"] = pack
 
     def _release_guard(self) -> None:
         if self._guard is not None:

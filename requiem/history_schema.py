@@ -1,13 +1,14 @@
 """The history database's schema: tables, migrations, and how each spool record maps to a row.
 
-Schema version 2 (every table has `record_id` VARCHAR, the BLAKE3 id of the spool record, and
+Schema version 3 (every table has `record_id` VARCHAR, the BLAKE3 id of the spool record, and
 `recorded_at` TIMESTAMP, UTC, when the producer wrote it):
 
 - `schema_migrations(version, description, applied_at)`: one row per applied migration.
 - `executions`: one row per "execution" record: `engine`, `request_id`, `request_digest`,
   `result_digest`, `ok`, `exit_code`, `error_code`, `termination_reason`, `command`,
   `stdout_digest`, `stderr_digest`, `trace_digest`, `output_digests` and `input_digests`
-  (MAP path → digest), `request_object`, `result_object` (CAS digests), `start_timestamp`,
+  (MAP path → digest), `request_object`, `result_object` (CAS digests), `result_pack` (see
+  version 3), `start_timestamp`,
   `end_timestamp` (TIMESTAMP, UTC), `duration_ms`, `sandbox_enforced`, `sandbox_partial`,
   `sandbox_unsupported` (VARCHAR[]), `confidence_level`, `confidence_score`,
   `confidence_reasons`, `cpu_user_s`, `cpu_sys_s`, `max_rss_kib`, `dual_run`, `queue_full`.
@@ -29,6 +30,9 @@ Schema version 2 (every table has `record_id` VARCHAR, the BLAKE3 id of the spoo
 
 Version 2 changed only how `executions` is stored: its digest columns (ZSTD_COLUMNS) are
 compressed with zstd instead of DuckDB's default choice; types, names and order are those of 1.
+Version 3 added `executions.result_pack`: the CAS object (JSON lines, one result document each)
+holding the run's result document when a batch stored it in its group's pack; `result_object`
+is then that document's digest, not an object of its own.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ _EXECUTION_SHAPE = {
     "termination_reason": "VARCHAR", "command": "VARCHAR", "stdout_digest": "VARCHAR",
     "stderr_digest": "VARCHAR", "trace_digest": "VARCHAR",
     "output_digests": "MAP(VARCHAR, VARCHAR)", "input_digests": "MAP(VARCHAR, VARCHAR)",
-    "request_object": "VARCHAR", "result_object": "VARCHAR", "start_timestamp": "TIMESTAMP",
+    "request_object": "VARCHAR", "result_object": "VARCHAR", "result_pack": "VARCHAR",
+    "start_timestamp": "TIMESTAMP",
     "end_timestamp": "TIMESTAMP", "duration_ms": "DOUBLE",
     "sandbox_applied": {"enforced": "VARCHAR[]", "partial": "VARCHAR[]",
                         "unsupported": "VARCHAR[]"},
@@ -53,8 +58,8 @@ _EXECUTION_SHAPE = {
     "dual_run": "BOOLEAN", "queue_full": "BOOLEAN",
 }
 
-# (column, type, expression over `r`, the record parsed with the kind's shape)
-_EXECUTION_COLUMNS = (
+# (column, type, expression over `r`, the record parsed with the kind's shape), as of version 2
+_EXECUTION_COLUMNS_V2 = (
     ("engine", "VARCHAR", "r.engine"),
     ("request_id", "VARCHAR", "r.request_id"),
     ("request_digest", "VARCHAR", "r.request_digest"),
@@ -86,6 +91,7 @@ _EXECUTION_COLUMNS = (
     ("dual_run", "BOOLEAN", "coalesce(r.dual_run, false)"),
     ("queue_full", "BOOLEAN", "coalesce(r.queue_full, false)"),
 )
+_EXECUTION_COLUMNS = (*_EXECUTION_COLUMNS_V2, ("result_pack", "VARCHAR", "r.result_pack"))
 
 _DUAL_RUN_SHAPE = {
     "request_id": "VARCHAR", "request_digest": "VARCHAR", "primary_engine": "VARCHAR",
@@ -153,7 +159,7 @@ def _table_ddl(table: str, columns: tuple[tuple[str, str, str], ...],
 
 
 # Digest-valued columns: what the GC must keep (content the history can still point at).
-_REFERENCED_DIGESTS = """
+_REFERENCED_DIGESTS_V1 = """
 CREATE VIEW referenced_digests AS
 SELECT unnest([request_digest, result_digest, stdout_digest, stderr_digest, trace_digest,
                request_object, result_object]) AS digest FROM executions
@@ -162,23 +168,31 @@ UNION ALL SELECT unnest(map_values(input_digests)) FROM executions
 UNION ALL SELECT unnest([primary_result_digest, secondary_result_digest, primary_result_object,
                          secondary_result_object]) FROM dual_runs
 """
+_REFERENCED_DIGESTS = _REFERENCED_DIGESTS_V1.replace(
+    "request_object, result_object]", "request_object, result_object, result_pack]")
 
 # Each migration moves the schema from version-1 to version; never edit a released one.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "executions, dual runs, CAS verify/GC/put events, bench runs", (
-        *(_table_ddl(table, columns) for table, _, columns in KINDS.values()),
+        *(_table_ddl(table, _EXECUTION_COLUMNS_V2 if table == "executions" else columns)
+          for table, _, columns in KINDS.values()),
         _table_ddl("dual_run_mismatches", (("request_id", "VARCHAR", ""),
                                            ("category", "VARCHAR NOT NULL", ""),
                                            ("severity", "VARCHAR", ""))),
-        _REFERENCED_DIGESTS,
+        _REFERENCED_DIGESTS_V1,
     )),
     # A column's compression is fixed when its table is created: rebuild executions.
     (2, "executions: digest columns compressed with zstd", (
         "DROP VIEW referenced_digests",
         "ALTER TABLE executions RENAME TO executions_v1",
-        _table_ddl("executions", _EXECUTION_COLUMNS, ZSTD_COLUMNS),
+        _table_ddl("executions", _EXECUTION_COLUMNS_V2, ZSTD_COLUMNS),
         "INSERT INTO executions SELECT * FROM executions_v1",
         "DROP TABLE executions_v1",
+        _REFERENCED_DIGESTS_V1,
+    )),
+    (3, "executions: result_pack, the batch pack holding a run's result document", (
+        "DROP VIEW referenced_digests",
+        "ALTER TABLE executions ADD COLUMN result_pack VARCHAR",
         _REFERENCED_DIGESTS,
     )),
 )

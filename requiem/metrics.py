@@ -42,11 +42,16 @@ GROUP BY ALL ORDER BY ALL
 
 # CAS writes an execution made: a digest seen before was a dedup hit. Distinct 64-bit hashes
 # count distinct digests (a collision among 10^7 digests has odds ~10^-6) at a third less cost.
+# A result document in a batch's pack is no write of its own; the pack is one write. NULLs go
+# before hashing: hash(NULL) is a value, and would count as one more distinct digest.
 _CAS_WRITES = """
 SELECT count(digest), count(DISTINCT hash(digest)) FROM (
-  SELECT unnest([stdout_digest, stderr_digest, request_object, result_object]) AS digest
+  SELECT unnest([stdout_digest, stderr_digest, request_object,
+                 CASE WHEN result_pack IS NULL THEN result_object END]) AS digest
   FROM executions
-  UNION ALL SELECT unnest(map_values(output_digests)) FROM executions)
+  UNION ALL SELECT unnest(map_values(output_digests)) FROM executions
+  UNION ALL SELECT DISTINCT result_pack FROM executions)
+WHERE digest IS NOT NULL
 """
 
 

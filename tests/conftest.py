@@ -72,3 +72,17 @@ def cli(home: Path):
 def jobs(request: pytest.FixtureRequest) -> str:
     """`exec batch --jobs` for a test that holds for both: this process, and worker processes."""
     return request.param
+
+
+def result_stored(cas: Any, record: dict[str, Any]) -> bool:
+    """Whether an execution record's result document is in the CAS, intact: an object of its
+    own, or a line of its batch's pack (requiem.result_pack)."""
+    from requiem.errors import RequiemError
+    from requiem.hashing import hash_bytes
+    from requiem.result_pack import read_result
+
+    try:
+        document = read_result(cas, record["result_object"], record.get("result_pack"))
+    except RequiemError:
+        return False
+    return hash_bytes(document) == record["result_object"]

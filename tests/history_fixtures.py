@@ -33,8 +33,8 @@ def execution_payload(n: int, *, engine: str = "requiem", ok: bool = True,
                       termination_reason: str = "exited", duration_ms: float = 12.5,
                       outputs: dict[str, str] | None = None, inputs: dict[str, str] | None = None,
                       stdout_digest: str | None = None, request_object: str | None = None,
-                      result_object: str | None = None, refused: bool = False,
-                      dual_run: bool = False) -> dict[str, Any]:
+                      result_object: str | None = None, result_pack: str | None = None,
+                      refused: bool = False, dual_run: bool = False) -> dict[str, Any]:
     """The payload of one "execution" record as the runner writes it."""
     request_id = f"req-{n}"
     exit_code = None if refused or termination_reason == "timeout" else (0 if ok else 1)
@@ -58,6 +58,7 @@ def execution_payload(n: int, *, engine: str = "requiem", ok: bool = True,
         "input_digests": inputs if inputs is not None else {"in/data.csv": digest_of("input data")},
         "request_object": None if refused else (request_object or digest_of(f"request object {n}")),
         "result_object": None if refused else (result_object or digest_of(f"result object {n}")),
+        "result_pack": result_pack,
         "start_timestamp": _iso(n, 0),
         "end_timestamp": _iso(n, int(duration_ms * 1000) % 1_000_000),
         "duration_ms": duration_ms,
@@ -97,8 +98,10 @@ def dual_run_payload(n: int, categories: list[str] | tuple[str, ...] = (),
     }
 
 
-def executions(start: int, count: int, seed: int = 7) -> list[tuple[str, dict[str, Any]]]:
-    """`count` varied ("execution", payload) records (engines, failures, timeouts)."""
+def executions(start: int, count: int, seed: int = 7,
+               packed: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """`count` varied ("execution", payload) records (engines, failures, timeouts); packed: as
+    a batch writes them, their result documents in packs of 64."""
     rng = random.Random(seed)
     records = []
     for n in range(start, start + count):
@@ -107,6 +110,7 @@ def executions(start: int, count: int, seed: int = 7) -> list[tuple[str, dict[st
             n, engine=ENGINES[n % 3], ok=roll >= 0.2,
             termination_reason="timeout" if roll < 0.05 else "exited",
             duration_ms=round(rng.lognormvariate(2.5, 1.0), 3),
+            result_pack=digest_of(f"pack {n // 64}") if packed else None,
         )))
     return records
 

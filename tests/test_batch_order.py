@@ -150,11 +150,11 @@ def test_a_run_whose_record_cannot_be_written_fails_the_batch_alone(home: Path, 
     real_add = group_commit.GroupCommit.add
     calls = []
 
-    def add(self, kind: str, payload: dict) -> None:  # the disk fills for run one's records
-        calls.append(payload.get("request_id"))
+    def add(self, kind: str, payload: dict, document: bytes | None = None) -> None:
+        calls.append(payload.get("request_id"))  # the disk fills for run one's records
         if len(calls) <= 2:
             raise RequiemError(QUOTA_EXCEEDED, "no space left on device (simulated)")
-        real_add(self, kind, payload)
+        real_add(self, kind, payload, document)
 
     monkeypatch.setattr(group_commit.GroupCommit, "add", add)
     try:

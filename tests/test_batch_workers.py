@@ -14,7 +14,7 @@ import pytest
 
 from requiem import spool
 from requiem.cas import Cas
-from tests.conftest import cli_command
+from tests.conftest import cli_command, result_stored
 from tests.test_exec import PLAIN
 
 
@@ -85,7 +85,7 @@ def test_workers_stop_when_the_batch_process_is_killed(home: Path, tmp_path: Pat
     records = spool.pending_records(home / "spool", "execution")
     assert 1 <= len(records) < 400
     cas = Cas(home / "cas")
-    assert all(cas.verify_object(r["result_object"]) is None for r in records)
+    assert all(result_stored(cas, r) for r in records)
 
 
 def _batch(home: Path, tmp_path: Path, requests: list[dict], jobs: str) -> list[dict]:

@@ -14,7 +14,7 @@ import pytest
 
 from requiem import spool
 from requiem.cas import Cas
-from tests.conftest import cli_command, run_cli
+from tests.conftest import cli_command, result_stored, run_cli
 from tests.test_exec import PLAIN
 
 
@@ -26,8 +26,9 @@ def _batch_file(path: Path, ws: Path, count: int, tag: str = "run") -> Path:
 
 
 def _named_digests(result: dict) -> set[str]:
-    names = {result[k] for k in ("stdout_digest", "stderr_digest", "result_object",
-                                 "request_object") if result.get(k)}
+    """The objects a result names (its own document is in its record's pack: result_stored)."""
+    names = {result[k] for k in ("stdout_digest", "stderr_digest", "request_object")
+             if result.get(k)}
     return names | {d for d in (result.get("output_digests") or {}).values() if d}
 
 
@@ -48,6 +49,11 @@ def test_a_batch_records_every_run_and_every_refusal(home: Path, tmp_path: Path,
     assert named and all(cas.verify_object(d) is None for d in named)
     assert {r["result_object"] for r in records if r["result_object"]} == {
         r["result_object"] for r in results if r.get("ok")}
+    executed = [r for r in records if r["result_object"]]
+    assert all(result_stored(cas, r) for r in executed)
+    # One pack per group, not one object per run: far fewer packs than runs.
+    assert all(r["result_pack"] for r in executed)
+    assert len({r["result_pack"] for r in executed}) < len(executed) / 4
     # Temp files made ahead and captures discarded behind are all gone when the batch ends.
     assert list((home / "cas" / "v2" / "tmp").iterdir()) == []
 
@@ -75,6 +81,66 @@ def test_a_gc_racing_a_batch_never_deletes_what_its_results_name(home: Path, tmp
     assert len(results) == 600
     named = set().union(*(_named_digests(r) for r in results))
     assert [d for d in named if not cas.contains(d) or cas.verify_object(d) is not None] == []
+    from requiem.history import open_history
+    from requiem.home import Home
+
+    with open_history(Home.resolve(str(home))) as con:  # every record, folded
+        records = [{"result_object": digest, "result_pack": pack} for digest, pack in con.execute(
+            "SELECT result_object, result_pack FROM executions").fetchall()]
+    assert len(records) == 600 and all(result_stored(cas, r) for r in records)
+
+
+def test_a_batch_packs_its_result_documents_and_the_detail_view_reads_them(
+        home: Path, tmp_path: Path) -> None:
+    from requiem import analytics
+    from requiem.history import open_history
+    from requiem.home import Home
+    from requiem.result_pack import MAX_PACKED_DOCUMENT
+
+    long_output = {"command": "sh", "argv": ["-c", f"head -c {MAX_PACKED_DOCUMENT} /dev/zero | "
+                                                    "tr '\\0' x"],
+                   "workspace_root": str(tmp_path), "policy": PLAIN, "request_id": "long"}
+    lines = _batch_file(tmp_path / "r.jsonl", tmp_path, 30)
+    with open(lines, "a") as handle:
+        handle.write(json.dumps(long_output) + "\n")
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(tmp_path / "o.jsonl"),
+                  home=home)
+    assert got.returncode == 0, got.stderr
+    records = spool.pending_records(home / "spool", "execution")
+    cas = Cas(home / "cas")
+    packed = [r for r in records if r["request_id"] != "long"]
+    (alone,) = [r for r in records if r["request_id"] == "long"]
+    assert len(packed) == 30 and all(r["result_pack"] and result_stored(cas, r) for r in packed)
+    assert not any(cas.contains(r["result_object"]) for r in packed)  # no object per run
+    # A document too big to pack (its inline output) is an object of its own.
+    assert alone["result_pack"] is None and cas.verify_object(alone["result_object"]) is None
+    with open_history(Home.resolve(str(home))) as con:
+        record_ids = dict(con.execute("SELECT request_id, record_id FROM executions").fetchall())
+    detail = analytics.execution_detail(home, record_ids[packed[0]["request_id"]])
+    assert detail is not None and detail.result.error is None
+    assert detail.result_document["result_digest"] == packed[0]["result_digest"]
+    assert [e["type"] for e in detail.trace_events] == ["request", "spawn", "exit"]
+    assert cas.remove(packed[0]["result_pack"])  # the pack lost: the view says so, loudly
+    lost = analytics.execution_detail(home, record_ids[packed[0]["request_id"]])
+    assert lost is not None and lost.result.error.startswith("missing_input")
+    assert packed[0]["result_pack"] in lost.result.error
+
+
+def test_a_result_is_found_in_its_pack_by_its_own_digest_and_nowhere_else(tmp_path: Path) -> None:
+    from requiem import result_pack
+    from requiem.errors import CAS_INTEGRITY_FAILED, RequiemError
+    from requiem.hashing import hash_bytes
+
+    cas = Cas(tmp_path / "cas")
+    documents = [json.dumps({"run": n}).encode() for n in range(3)]
+    pack = cas.put_bytes(result_pack.pack(documents)).digest
+    for document in documents:
+        assert result_pack.read_result(cas, hash_bytes(document), pack) == document
+    alone = cas.put_bytes(b'{"run": 9}').digest  # an object of its own, not in that pack
+    assert result_pack.read_result(cas, alone, None) == b'{"run": 9}'
+    with pytest.raises(RequiemError) as wrong_pack:
+        result_pack.read_result(cas, alone, pack)
+    assert wrong_pack.value.code == CAS_INTEGRITY_FAILED
 
 
 @pytest.mark.slow
@@ -100,7 +166,7 @@ def test_a_terminated_batch_still_records_the_runs_it_finished(home: Path, tmp_p
     records = spool.pending_records(home / "spool", "execution")
     cas = Cas(home / "cas")
     assert 3 <= len(records) < 200
-    assert all(cas.verify_object(r["result_object"]) is None for r in records)
+    assert all(result_stored(cas, r) for r in records)
     finished = sorted(int(cas.read_bytes(r["stdout_digest"])) for r in records)
     if jobs == "1":
         assert finished == list(range(len(records)))  # every run that finished, in order

@@ -62,6 +62,18 @@ def test_prom_text_is_computed_from_the_history(cli, home: Path) -> None:
     assert all(name.startswith("requiem_") for name, _ in samples)
 
 
+def test_a_batchs_pack_of_results_is_one_cas_write_not_a_run_of_dedup_hits(cli, home: Path) -> None:
+    """128 runs of a batch: their result documents are in 2 packs, 2 writes; the only content
+    stored before is the empty stderr, 127 hits out of 3 writes a run and the packs."""
+    from tests.history_fixtures import digest_of
+
+    spool.write_records(home / "spool", [("execution", execution_payload(
+        n, stdout_digest=digest_of(f"stdout {n}"), outputs={}, inputs={},
+        result_pack=digest_of(f"pack {n // 64}"))) for n in range(128)])
+    samples = _samples(cli("metrics", "--format", "prom").stdout)
+    assert _value(samples, "requiem_cas_dedup_hit_ratio") == pytest.approx(127 / (128 * 3 + 2))
+
+
 def test_metric_names_follow_prometheus_conventions(cli, home: Path) -> None:
     _populate(home)
     for family in text_string_to_metric_families(cli("metrics", "--format", "prom").stdout):

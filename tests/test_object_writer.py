@@ -15,7 +15,7 @@ import pytest
 
 from requiem import spool
 from requiem.cas import Cas
-from tests.conftest import cli_command
+from tests.conftest import cli_command, result_stored
 from tests.test_batch_order import _run_batch, _stray_request, _stray_seen
 from tests.test_exec import PLAIN
 from tests.test_group_commit import _on_disk
@@ -168,7 +168,7 @@ def test_ctrl_c_to_the_whole_group_still_records_the_finished_runs(home: Path,
     records = spool.pending_records(home / "spool", "execution")
     assert 3 <= len(records) < 200
     cas = Cas(home / "cas")
-    assert all(cas.verify_object(r["result_object"]) is None for r in records)
+    assert all(result_stored(cas, r) for r in records)
 
 
 @pytest.mark.slow
@@ -188,7 +188,7 @@ def test_a_batch_whose_helper_dies_fails_cleanly_and_keeps_what_it_flushed(
     records = spool.pending_records(home / "spool", "execution")
     assert len(records) >= len(flushed)
     cas = Cas(home / "cas")
-    assert all(cas.verify_object(r["result_object"]) is None for r in records)
+    assert all(result_stored(cas, r) for r in records)
 
 
 def test_a_runs_escapee_is_killed_and_the_helper_is_not(home: Path, tmp_path: Path) -> None:
@@ -202,7 +202,7 @@ def test_a_runs_escapee_is_killed_and_the_helper_is_not(home: Path, tmp_path: Pa
     assert not Path(f"/proc/{pid}").exists(), "the escapee outlived its run"
     records = spool.pending_records(home / "spool", "execution")
     cas = Cas(home / "cas")
-    assert len(records) == 21 and all(cas.verify_object(r["result_object"]) is None
+    assert len(records) == 21 and all(result_stored(cas, r)
                                       for r in records)
 
 

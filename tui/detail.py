@@ -34,7 +34,7 @@ SUMMARY_FIELDS = (
     "confidence_level", "confidence_score", "confidence_reasons", "sandbox_enforced",
     "sandbox_partial", "sandbox_unsupported", "cpu_user_s", "cpu_sys_s", "max_rss_kib",
     "request_digest", "result_digest", "stdout_digest", "stderr_digest", "trace_digest",
-    "input_digests", "output_digests", "request_object", "result_object",
+    "input_digests", "output_digests", "request_object", "result_object", "result_pack",
 )
 
 

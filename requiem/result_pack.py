@@ -1,0 +1,48 @@
+"""A batch's pack of result documents: one CAS object, JSON lines, one run's result each.
+
+A run's result document holds its own timestamps, so no two are alike: stored one object per
+run, a batch would create a file (and in a young store a fan-out directory) for every run. A
+group commit stores its group's documents as one pack instead; each record names the pack
+(`result_pack`) beside the document's own digest (`result_object`), which finds it there.
+"""
+
+from __future__ import annotations
+
+from requiem.errors import CAS_INTEGRITY_FAILED, RequiemError
+from requiem.hashing import hash_bytes
+
+TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
+if TYPE_CHECKING:
+    from requiem.cas import Cas
+
+# A pack holds documents up to this size (a larger one, with long inline output, is an object
+# of its own) and a group at most 1024 runs (requiem.group_commit): a pack is at most ~16 MiB,
+# read whole to show one document.
+MAX_PACKED_DOCUMENT = 16 << 10
+MAX_PACK_BYTES = 1024 * (MAX_PACKED_DOCUMENT + 1)
+
+
+def pack(documents: list[bytes]) -> bytes:
+    """The pack of these documents (compact JSON, which never holds a raw newline)."""
+    return b"\n".join(documents) + b"\n"
+
+
+def find(packed: bytes, digest: str) -> bytes | None:
+    """The document in a pack whose BLAKE3 is `digest`, or None."""
+    for line in packed.split(b"\n"):
+        if line and hash_bytes(line) == digest:
+            return line
+    return None
+
+
+def read_result(cas: Cas, result_object: str, result_pack: str | None) -> bytes:
+    """A run's stored result document, from its pack or as an object of its own; checked
+    either way (the pack as an object, the document by its digest)."""
+    if result_pack is None:
+        return cas.read_bytes(result_object)
+    document = find(cas.read_bytes(result_pack, limit=MAX_PACK_BYTES), result_object)
+    if document is None:
+        raise RequiemError(CAS_INTEGRITY_FAILED,
+                           f"result {result_object} is not in its pack {result_pack}",
+                           digest=result_object)
+    return document
