@@ -158,7 +158,8 @@ def _table_ddl(table: str, columns: tuple[tuple[str, str, str], ...],
     return f"CREATE TABLE {table} ({body})"
 
 
-# Digest-valued columns: what the GC must keep (content the history can still point at).
+# Digest-valued columns: what the GC must keep (content the history can still point at). Each
+# migration that changes the view keeps the text it created, as the migrations themselves do.
 _REFERENCED_DIGESTS_V1 = """
 CREATE VIEW referenced_digests AS
 SELECT unnest([request_digest, result_digest, stdout_digest, stderr_digest, trace_digest,
@@ -168,7 +169,7 @@ UNION ALL SELECT unnest(map_values(input_digests)) FROM executions
 UNION ALL SELECT unnest([primary_result_digest, secondary_result_digest, primary_result_object,
                          secondary_result_object]) FROM dual_runs
 """
-_REFERENCED_DIGESTS = _REFERENCED_DIGESTS_V1.replace(
+_REFERENCED_DIGESTS_V3 = _REFERENCED_DIGESTS_V1.replace(
     "request_object, result_object]", "request_object, result_object, result_pack]")
 
 # Each migration moves the schema from version-1 to version; never edit a released one.
@@ -193,7 +194,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (3, "executions: result_pack, the batch pack holding a run's result document", (
         "DROP VIEW referenced_digests",
         "ALTER TABLE executions ADD COLUMN result_pack VARCHAR",
-        _REFERENCED_DIGESTS,
+        _REFERENCED_DIGESTS_V3,
     )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -275,22 +276,30 @@ def line_shape(kind: str) -> str:
 
 def checked(kind: str, source: str) -> str:
     """SQL over `source` (id, r: the parsed record) yielding (record_id, recorded_at, r); any
-    record that is not a schema-1 record of the kind with a 64-character record id and a
-    recorded_at makes the statement fail (error()), so a fold that expected clean records never
-    folds a bad one. The id is not re-hashed here (spool.split_line + BLAKE3 can verify it).
+    record that is not a record of the kind in a schema this fold reads (spool.READ_SCHEMAS)
+    with a 64-character record id and a recorded_at makes the statement fail (error()), so a
+    fold that expected clean records never folds a bad one. The id is not re-hashed here
+    (spool.split_line + BLAKE3 can verify it).
     """
-    from requiem.spool import RECORD_SCHEMA
+    from requiem.spool import READ_SCHEMAS
 
     if KINDS[kind][1]:
-        found, schema, at = "r.kind", f"r.schema = {RECORD_SCHEMA}", "r.recorded_at"
+        found, at = "r.kind", "r.recorded_at"
+        schema = f"r.schema IN ({', '.join(map(str, READ_SCHEMAS))})"
     else:
         found = "json_extract_string(r, '$.kind')"
         at = "TRY_CAST(json_extract_string(r, '$.recorded_at') AS TIMESTAMP)"
-        schema = f"json_extract_string(r, '$.schema') = '{RECORD_SCHEMA}'"
+        schema = f"json_extract_string(r, '$.schema') IN ({schema_texts()})"
     return (f"SELECT CASE WHEN length(id) = 64 AND {found} = '{kind}' AND {schema} "
-            f"AND {at} IS NOT NULL THEN id ELSE error('not a schema-{RECORD_SCHEMA} {kind} "
-            f"spool record: ' || coalesce(id, 'no id')) END AS record_id, {at} AS recorded_at, "
-            f"r FROM ({source})")
+            f"AND {at} IS NOT NULL THEN id ELSE error('not a readable {kind} spool record: ' "
+            f"|| coalesce(id, 'no id')) END AS record_id, {at} AS recorded_at, r FROM ({source})")
+
+
+def schema_texts() -> str:
+    """The record schemas a fold reads, as a SQL list of the strings json_extract_string gives."""
+    from requiem.spool import READ_SCHEMAS
+
+    return ", ".join(f"'{schema}'" for schema in READ_SCHEMAS)
 
 
 def insert_statements(kind: str, source: str) -> list[str]:

@@ -30,7 +30,7 @@ _READY = b"R"
 # benchmarks/RESULTS.md) a batch measured 1.26-1.29x at 19 against 1.43x at 0 and 1.69x at 10,
 # A/B. The price: on a core saturated from the batch's own session, a flush waits longer.
 _NICENESS = 19
-# Room for a few groups of result objects in flight without the batch waiting on the pipe.
+# Room for a few groups' objects in flight without the batch waiting on the pipe.
 _PIPE_BYTES = 1 << 20
 
 

@@ -16,15 +16,27 @@ if TYPE_CHECKING:
     from requiem.cas import Cas
 
 # A pack holds documents up to this size (a larger one, with long inline output, is an object
-# of its own) and a group at most 1024 runs (requiem.group_commit): a pack is at most ~16 MiB,
-# read whole to show one document.
+# of its own), and at most MAX_PACK_BYTES of them: a pack is read whole to show one document.
 MAX_PACKED_DOCUMENT = 16 << 10
-MAX_PACK_BYTES = 1024 * (MAX_PACKED_DOCUMENT + 1)
+MAX_PACK_BYTES = 4 << 20
 
 
 def pack(documents: list[bytes]) -> bytes:
     """The pack of these documents (compact JSON, which never holds a raw newline)."""
     return b"\n".join(documents) + b"\n"
+
+
+def split(documents: list[bytes]) -> list[list[bytes]]:
+    """The documents in order, in as few packs as MAX_PACK_BYTES allows."""
+    packs: list[list[bytes]] = [[]]
+    size = 0
+    for document in documents:
+        if packs[-1] and size + len(document) + 1 > MAX_PACK_BYTES:
+            packs.append([])
+            size = 0
+        packs[-1].append(document)
+        size += len(document) + 1
+    return packs
 
 
 def find(packed: bytes, digest: str) -> bytes | None:

@@ -143,6 +143,28 @@ def test_a_result_is_found_in_its_pack_by_its_own_digest_and_nowhere_else(tmp_pa
     assert wrong_pack.value.code == CAS_INTEGRITY_FAILED
 
 
+def test_a_group_too_big_for_one_pack_is_split_and_every_document_found(tmp_path: Path) -> None:
+    from requiem import result_pack
+    from requiem.cas_guard import write_guard
+    from requiem.group_commit import GroupCommit
+    from requiem.hashing import hash_bytes
+
+    cas = Cas(tmp_path / "cas")
+    group = GroupCommit(cas, tmp_path / "spool")
+    documents = [json.dumps({"run": n, "pad": "x" * 15000}).encode() for n in range(300)]
+    with write_guard(cas.root):
+        for n, document in enumerate(documents):
+            group.add("execution", {"request_id": f"r{n}", "result_object": hash_bytes(document),
+                                    "result_pack": None}, document=document)
+    group.close()
+    records = spool.pending_records(tmp_path / "spool", "execution")
+    assert len(records) == 300 and all(result_stored(cas, r) for r in records)
+    packs = {r["result_pack"] for r in records}
+    assert len(packs) >= 2  # 4.5 MB of documents: more than one pack's worth
+    assert all(cas.info(p).original_size <= result_pack.MAX_PACK_BYTES for p in packs)
+    assert list((tmp_path / "cas" / "v2" / "tmp").iterdir()) == []
+
+
 @pytest.mark.slow
 def test_a_terminated_batch_still_records_the_runs_it_finished(home: Path, tmp_path: Path,
                                                               jobs: str) -> None:
