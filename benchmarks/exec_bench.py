@@ -167,10 +167,11 @@ def bench_batch_marginal(work: Path, backend: str, small: int = 300, large: int 
 def creation_cost(work: Path, count: int = 200) -> float:
     """Seconds one file creation takes in the work directory, the files kept until the end.
 
-    A batch creates a file per run (its result object) and the bare loop none, so the batch
-    figures follow this cost. On this machine's journal-less ext4 it ranges from ~20 us to
-    ~600 us: the inode allocator steps over every inode deleted in the last minutes, and
-    removing a previous run's work directory deletes thousands.
+    A batch creates files (a pack of result documents per group, a new request's object, the
+    store's fan-out directories) and the bare loop none, so the batch figures move with this
+    cost. On this machine's journal-less ext4 it ranges from ~20 us to ~600 us: the inode
+    allocator steps over every inode deleted in the last minutes, and removing a previous run's
+    work directory deletes thousands.
     """
     folder = work / "creation-probe"
     folder.mkdir()

@@ -436,7 +436,8 @@ class Session:
 
 
 def _objects_of(request: Request, result: dict[str, Any]) -> tuple[bytes, bytes]:
-    """The bytes of a run's request and result objects; their digests go into the result."""
+    """The bytes of a run's request object and result document; their digests go into the
+    result."""
     request_bytes = canonical.stable_dumps(contract.redacted_document(request.document))
     result["request_object"] = hash_bytes(request_bytes)
     # In the result's own key order, as `exec run` prints it: nothing reads the object's key

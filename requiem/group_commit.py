@@ -31,9 +31,9 @@ class GroupCommit:
     the spool directory). Here the store publishes objects unsynced, and a flusher thread makes
     them durable (one syncfs per group where it can be trusted, else an fsync each) and then
     appends every waiting record with one fdatasync, while the next run goes on. Small objects
-    (a run's new request object, the group's pack of result documents) are written at the
-    flush too, by a helper process: creating a file can cost as much as a whole /bin/true spawn
-    on this ext4 (see Cas._unwritten). The flusher
+    (a run's new request object, the group's pack of result documents if under 1 MiB) are
+    written at the flush too, by a helper process: creating a file can cost as much as a whole
+    /bin/true spawn on this ext4 (see Cas._unwritten). The flusher
     lingers up to LINGER_SECONDS for a group of GROUP_TARGET records: a group per run would
     cost an fdatasync and a GIL handover each. A batch hands out results only after the last
     flush, so every result it returns has a durable record (a batch terminated midway flushes
@@ -125,8 +125,6 @@ class GroupCommit:
         packed = [(payload, document) for _, payload, document in records if document is not None]
         done = 0
         for documents in result_pack.split([document for _, document in packed]):
-            if not documents:
-                continue
             pack = self._cas.put_bytes(result_pack.pack(documents), fresh=True).digest
             for payload, _ in packed[done:done + len(documents)]:
                 payload["result_pack"] = pack

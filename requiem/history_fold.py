@@ -21,14 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from requiem import hashing, spool
-from requiem.history_schema import (
-    KINDS,
-    checked,
-    insert_statements,
-    line_shape,
-    record_type,
-    schema_texts,
-)
+from requiem.history_schema import KINDS, checked, insert_statements, line_shape, record_type
 
 MAX_RECORD_BYTES = 16 << 20
 LEGACY_BATCH = 65536
@@ -321,10 +314,10 @@ def _classify(con: Any, kind: str, labelled: list[tuple[str, bytes]],
                         WHEN NOT coalesce(length(e[1]) = 64, false)
                           THEN 'no record id'
                         WHEN e[2] IS DISTINCT FROM '{kind}'
-                             OR coalesce(e[3] NOT IN ({schema_texts()}), true)
+                             OR e[3] IS DISTINCT FROM '{spool.RECORD_SCHEMA}'
                              OR TRY_CAST(e[4] AS TIMESTAMP) IS NULL
-                          THEN 'wrong schema: not a "{kind}" record of schema '
-                               || '{"/".join(map(str, spool.READ_SCHEMAS))} with a recorded_at' END
+                          THEN 'wrong schema: not a schema-{spool.RECORD_SCHEMA} "{kind}" '
+                               || 'record with a recorded_at' END
             FROM (SELECT line, CASE WHEN json_valid(line) THEN json_extract_string(line,
                     ['$.id', '$.record.kind', '$.record.schema', '$.record.recorded_at']) END
                     AS e FROM fold_lines_in)""").fetchall()

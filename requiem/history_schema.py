@@ -276,30 +276,22 @@ def line_shape(kind: str) -> str:
 
 def checked(kind: str, source: str) -> str:
     """SQL over `source` (id, r: the parsed record) yielding (record_id, recorded_at, r); any
-    record that is not a record of the kind in a schema this fold reads (spool.READ_SCHEMAS)
-    with a 64-character record id and a recorded_at makes the statement fail (error()), so a
-    fold that expected clean records never folds a bad one. The id is not re-hashed here
-    (spool.split_line + BLAKE3 can verify it).
+    record that is not a schema-1 record of the kind with a 64-character record id and a
+    recorded_at makes the statement fail (error()), so a fold that expected clean records never
+    folds a bad one. The id is not re-hashed here (spool.split_line + BLAKE3 can verify it).
     """
-    from requiem.spool import READ_SCHEMAS
+    from requiem.spool import RECORD_SCHEMA
 
     if KINDS[kind][1]:
-        found, at = "r.kind", "r.recorded_at"
-        schema = f"r.schema IN ({', '.join(map(str, READ_SCHEMAS))})"
+        found, schema, at = "r.kind", f"r.schema = {RECORD_SCHEMA}", "r.recorded_at"
     else:
         found = "json_extract_string(r, '$.kind')"
         at = "TRY_CAST(json_extract_string(r, '$.recorded_at') AS TIMESTAMP)"
-        schema = f"json_extract_string(r, '$.schema') IN ({schema_texts()})"
+        schema = f"json_extract_string(r, '$.schema') = '{RECORD_SCHEMA}'"
     return (f"SELECT CASE WHEN length(id) = 64 AND {found} = '{kind}' AND {schema} "
-            f"AND {at} IS NOT NULL THEN id ELSE error('not a readable {kind} spool record: ' "
-            f"|| coalesce(id, 'no id')) END AS record_id, {at} AS recorded_at, r FROM ({source})")
-
-
-def schema_texts() -> str:
-    """The record schemas a fold reads, as a SQL list of the strings json_extract_string gives."""
-    from requiem.spool import READ_SCHEMAS
-
-    return ", ".join(f"'{schema}'" for schema in READ_SCHEMAS)
+            f"AND {at} IS NOT NULL THEN id ELSE error('not a schema-{RECORD_SCHEMA} {kind} "
+            f"spool record: ' || coalesce(id, 'no id')) END AS record_id, {at} AS recorded_at, "
+            f"r FROM ({source})")
 
 
 def insert_statements(kind: str, source: str) -> list[str]:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 # of its own), and at most MAX_PACK_BYTES of them: a pack is read whole to show one document.
 MAX_PACKED_DOCUMENT = 16 << 10
 MAX_PACK_BYTES = 4 << 20
+assert MAX_PACKED_DOCUMENT < MAX_PACK_BYTES  # a packable document always fits in a pack
 
 
 def pack(documents: list[bytes]) -> bytes:
@@ -27,11 +28,11 @@ def pack(documents: list[bytes]) -> bytes:
 
 
 def split(documents: list[bytes]) -> list[list[bytes]]:
-    """The documents in order, in as few packs as MAX_PACK_BYTES allows."""
-    packs: list[list[bytes]] = [[]]
-    size = 0
+    """The documents in order, in as few packs as MAX_PACK_BYTES allows (none for none)."""
+    packs: list[list[bytes]] = []
+    size = MAX_PACK_BYTES
     for document in documents:
-        if packs[-1] and size + len(document) + 1 > MAX_PACK_BYTES:
+        if size + len(document) + 1 > MAX_PACK_BYTES:
             packs.append([])
             size = 0
         packs[-1].append(document)

@@ -36,11 +36,7 @@ if TYPE_CHECKING:
 
     StrPath = str | os.PathLike[str]  # a spool directory as a string or a Path
 
-# 2: an execution record names the pack holding its result document (`result_pack`, see
-# requiem.result_pack). A fold that reads only 1 quarantines a 2 rather than fold it without
-# that field, after which a GC would take the pack as unreferenced.
-RECORD_SCHEMA = 2
-READ_SCHEMAS = (1, 2)  # a schema-1 record has no result_pack: it folds as NULL
+RECORD_SCHEMA = 1
 RECORD_KINDS = ("execution", "dual_run", "cas_verify", "cas_gc", "cas_put", "bench")
 # Past this size a writer seals the active segment, so one fold batch stays a bounded hold.
 SEGMENT_BYTES = 64 << 20

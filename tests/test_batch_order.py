@@ -268,8 +268,8 @@ def test_closing_a_session_records_a_run_nobody_asked_for(home: Path, tmp_path: 
 
 
 def test_the_line_recording_made_is_the_result(home: Path, tmp_path: Path) -> None:
-    """A batch writes a run's line from the stored result object's bytes (no second encoding):
-    it must say exactly what the result says."""
+    """A batch writes a run's line from its stored result document's bytes (no second
+    encoding): it must say exactly what the result says."""
     from requiem.batch import result_line
     from requiem.engines import Session
     from requiem.home import Home

@@ -101,10 +101,11 @@ def test_legacy_record_files_fold_and_corrupt_ones_are_quarantined(cli, home: Pa
     body = _body_of(home, good)
     (spool_dir / f"2026-03-01_execution_{hashing.hash_bytes(body)}.json").write_bytes(body)
     fake_id = "f" * 64
+    schema = b'"schema":%d' % spool.RECORD_SCHEMA
     bad = {
         f"2026-03-01_execution_{'1' * 64}.json": body[: len(body) // 2],  # truncated
         f"2026-03-01_execution_{'2' * 64}.json": b"this is not JSON",
-        f"2026-03-01_execution_{'3' * 64}.json": body.replace(b'"schema":2', b'"schema":7'),
+        f"2026-03-01_execution_{'3' * 64}.json": body.replace(schema, b'"schema":7'),
         f"2026-03-01_dual_run_{'4' * 64}.json": body,  # the name says another kind
         f"2026-03-01_execution_{'5' * 64}.json": b'{"kind":"execution","x":"\xff\xfe"}',
         f"2026-03-01_mystery_{fake_id}.json": body.replace(b'"execution"', b'"mystery"'),
@@ -276,7 +277,7 @@ def _segment(home: Path, kind: str = "execution") -> Path:
     return home / "spool" / spool.active_name(kind)
 
 
-def test_a_schema_1_record_from_before_result_packs_still_folds(cli, home: Path) -> None:
+def test_a_record_from_before_result_packs_still_folds(cli, home: Path) -> None:
     """Spooled by a Requiem whose records had no result_pack: it folds, the pack as NULL."""
     payload = execution_payload(1)
     del payload["result_pack"]
@@ -298,7 +299,7 @@ def test_bad_lines_in_a_segment_are_quarantined_and_the_rest_folds(cli, home: Pa
     record_id, body = spool.split_line(line)
     assert hashing.hash_bytes(body) == record_id  # the id in a line is BLAKE3 of its record
     bad = [b"this is not JSON\n",
-           line.replace(b'"schema":2', b'"schema":7'),
+           line.replace(b'"schema":%d' % spool.RECORD_SCHEMA, b'"schema":7'),
            line.replace(b'"kind":"execution"', b'"kind":"dual_run"'),
            line.replace(record_id.encode(), b"x" * 12),
            line.replace(b'"command":"', b'"command":"\xff\xfe')]

@@ -152,7 +152,7 @@ class DetailScreen(Screen[None]):
         grid.add_row("outcome", outcome(record))
         for name in SUMMARY_FIELDS:
             grid.add_row(name, Text(_value(record.get(name))))
-        for name, content in (("request object", detail.request), ("result object", detail.result),
+        for name, content in (("request object", detail.request), ("result document", detail.result),
                               ("stdout", detail.stdout), ("stderr", detail.stderr)):
             if content.error and content.digest:
                 grid.add_row(Text(name, "bold red"), Text(content.error, "bold red"))
