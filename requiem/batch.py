@@ -10,6 +10,7 @@ from requiem.engines import Session, Ticket
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 from requiem.home import Home
 from requiem.json_text import compact_bytes, use_orjson
+from requiem.result_pack import named_in_line
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every start
 if TYPE_CHECKING:
@@ -158,7 +159,8 @@ def _in_this_process(home: Home, lines: list[bytes],
                  lambda slot, succeeded, line: results.append((succeeded, line)))
     finally:
         session.close()  # flushes the queued records, on an interrupt too
-    return results
+    packs = session.result_packs
+    return [(succeeded, named_in_line(line, packs)) for succeeded, line in results]
 
 
 def result_line(result: dict[str, Any]) -> bytes:

@@ -173,6 +173,11 @@ class Session:
             if self._perturbed:
                 self._perturbed.close()
 
+    @property
+    def result_packs(self) -> dict[str, str]:
+        """Result document digest -> the pack its group commit stored it in (after close())."""
+        return self._group.packs if self._group is not None else {}
+
     def _spool(self, kind: str, payload: dict[str, Any]) -> None:
         if self._group is not None:
             self._group.add(kind, payload)

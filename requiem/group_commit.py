@@ -55,6 +55,9 @@ class GroupCommit:
         self._pending: list[tuple[str, dict[str, Any], bytes | None]] = []
         self._changed = threading.Condition()
         self._guard: int | None = None
+        # Document digest -> the pack holding it, for the batch to name in its results lines
+        # (an entry a run, ~250 bytes, beside the ~2.5 KB results line the batch holds anyway).
+        self.packs: dict[str, str] = {}
         self._closing = False
         self._error: BaseException | None = None
         cas.defer_syncs(writer_process=True)  # before the flusher thread: a fork needs one thread
@@ -129,6 +132,8 @@ class GroupCommit:
             pack = self._cas.put_bytes(result_pack.pack(documents), fresh=True).digest
             for payload, _ in packed[done:done + len(documents)]:
                 payload["result_pack"] = pack
+                if payload.get("result_object"):
+                    self.packs[payload["result_object"]] = pack
             done += len(documents)
 
     def _release_guard(self) -> None:

@@ -40,6 +40,25 @@ def split(documents: list[bytes]) -> list[list[bytes]]:
     return packs
 
 
+def named_in_line(line: bytes, packs: dict[str, str]) -> bytes:
+    """A results line (compact JSON ending in `"result_object":"<digest>"...}`) with its pack
+    named before that key, when `packs` (document digest -> pack) holds it; else as it is.
+
+    The key is found as raw bytes: inside a JSON string a quote is always escaped, so
+    `"result_object":"` occurs only as a key, and the result's own key is the last one.
+    """
+    at = line.rfind(_KEY)
+    if at < 0:
+        return line
+    pack = packs.get(line[at + len(_KEY):at + len(_KEY) + 64].decode("ascii", "replace"))
+    if pack is None:
+        return line
+    return b'%s"result_pack":"%s",%s' % (line[:at], pack.encode(), line[at:])
+
+
+_KEY = b'"result_object":"'
+
+
 def find(packed: bytes, digest: str) -> bytes | None:
     """The document in a pack whose BLAKE3 is `digest`, or None."""
     for line in packed.split(b"\n"):

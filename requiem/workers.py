@@ -260,15 +260,17 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
     from requiem.batch import in_order
     from requiem.cas_format import space_error
     from requiem.engines import Session
+    from requiem.result_pack import named_in_line
 
     for signum in _STOP_SIGNALS:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _stop)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    frames: list[bytes] = []  # sent when the records are durable, in one go: no wakeup per run
+    # Sent when the records are durable, in one go: no wakeup per run.
+    reported: list[tuple[int, bool, bytes]] = []
 
     def report(slot: int, succeeded: bool, line: bytes) -> None:
-        frames.append(_RESULT.pack(len(line), slot, succeeded) + line)
+        reported.append((slot, succeeded, line))
 
     try:
         session = Session(home, group_commit=True)
@@ -278,6 +280,11 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
                      look_ahead=False)
         finally:
             session.close()  # the last run settled, every record durable
+        packs = session.result_packs
+        frames = []
+        for slot, succeeded, line in reported:
+            line = named_in_line(line, packs)
+            frames.append(_RESULT.pack(len(line), slot, succeeded) + line)
         write_all(result_write, b"".join(frames))
     except KeyboardInterrupt:
         return 130  # the records of the runs that finished are durable; no results are wanted

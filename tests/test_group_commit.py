@@ -51,6 +51,8 @@ def test_a_batch_records_every_run_and_every_refusal(home: Path, tmp_path: Path,
         r["result_object"] for r in results if r.get("ok")}
     executed = [r for r in records if r["result_object"]]
     assert all(result_stored(cas, r) for r in executed)
+    # Each results line names its pack as its record does: the document can be fetched.
+    assert all(r["result_pack"] and result_stored(cas, r) for r in results if r.get("ok"))
     # One pack per group, not one object per run: far fewer packs than runs.
     assert all(r["result_pack"] for r in executed)
     assert len({r["result_pack"] for r in executed}) < len(executed) / 4
@@ -114,6 +116,8 @@ def test_a_batch_packs_its_result_documents_and_the_detail_view_reads_them(
     assert not any(cas.contains(r["result_object"]) for r in packed)  # no object per run
     # A document too big to pack (its inline output) is an object of its own.
     assert alone["result_pack"] is None and cas.verify_object(alone["result_object"]) is None
+    lines = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r.get("result_pack") for r in lines] == [r["result_pack"] for r in packed] + [None]
     with open_history(Home.resolve(str(home))) as con:
         record_ids = dict(con.execute("SELECT request_id, record_id FROM executions").fetchall())
     detail = analytics.execution_detail(home, record_ids[packed[0]["request_id"]])
@@ -141,6 +145,15 @@ def test_a_result_is_found_in_its_pack_by_its_own_digest_and_nowhere_else(tmp_pa
     with pytest.raises(RequiemError) as wrong_pack:
         result_pack.read_result(cas, alone, pack)
     assert wrong_pack.value.code == CAS_INTEGRITY_FAILED
+    # A results line names its pack before its own digest; a string that merely holds the key
+    # (its quotes escaped) is left alone, and so is a line whose document is in no pack.
+    digest = hash_bytes(documents[0])
+    line = json.dumps({"stdout": '"result_object":"x"', "result_object": digest},
+                      separators=(",", ":")).encode() + b"\n"
+    named = json.loads(result_pack.named_in_line(line, {digest: pack}))
+    assert named == {"stdout": '"result_object":"x"', "result_pack": pack, "result_object": digest}
+    assert result_pack.named_in_line(line, {}) == line
+    assert result_pack.named_in_line(b'{"ok":false}\n', {digest: pack}) == b'{"ok":false}\n'
 
 
 def test_a_group_too_big_for_one_pack_is_split_and_every_document_found(tmp_path: Path) -> None:
