@@ -41,11 +41,12 @@ def split(documents: list[bytes]) -> list[list[bytes]]:
 
 
 def named_in_line(line: bytes, packs: dict[str, str]) -> bytes:
-    """A results line (compact JSON ending in `"result_object":"<digest>"...}`) with its pack
-    named before that key, when `packs` (document digest -> pack) holds it; else as it is.
+    """A results line (compact JSON holding `"result_object":"<digest>"`) with its pack named
+    before that key, when `packs` (document digest -> pack) holds it; else as it is.
 
     The key is found as raw bytes: inside a JSON string a quote is always escaped, so
-    `"result_object":"` occurs only as a key, and the result's own key is the last one.
+    `"result_object":"` occurs only as a key, and the result's own is the last one (a dual
+    run's report, which follows it, names no result_object).
     """
     at = line.rfind(_KEY)
     if at < 0:
