@@ -72,9 +72,10 @@ def _submit_line(session: Session, parsed: tuple[Any, Request | None, RequiemErr
 
 
 def in_order(session: Session, lines: list[bytes], engine: str | None, slots: Iterator[int],
-             report: Callable[[int, bool, bytes], None], look_ahead: bool = True) -> None:
+             report: Callable[[int, bool, bytes, str | None], None],
+             look_ahead: bool = True) -> None:
     """Run the lines numbered by `slots`, one at a time; `report` each result as it settles
-    (its slot, whether it succeeded, its results-file line).
+    (its slot, whether it succeeded, its results-file line, its document's digest).
 
     Each run's bookkeeping, and (look_ahead) the next line's validation, is done while the next
     run's command runs. Results are reported before their records are durable: the caller hands
@@ -107,9 +108,11 @@ def in_order(session: Session, lines: list[bytes], engine: str | None, slots: It
         _report(report, done, ticket)
 
 
-def _report(report: Callable[[int, bool, bytes], None], slot: int, ticket: Ticket) -> None:
+def _report(report: Callable[[int, bool, bytes, str | None], None], slot: int,
+            ticket: Ticket) -> None:
     result = ticket.result()
-    report(slot, result.get("ok") is True, ticket.line or result_line(result))
+    report(slot, result.get("ok") is True, ticket.line or result_line(result),
+           result.get("result_object"))
 
 
 def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
@@ -153,14 +156,21 @@ def _forkable() -> bool:
 def _in_this_process(home: Home, lines: list[bytes],
                      engine: str | None) -> list[tuple[bool, bytes]]:
     results: list[tuple[bool, bytes]] = []
+    documents: list[str | None] = []
+
+    def report(slot: int, succeeded: bool, line: bytes, document: str | None) -> None:
+        results.append((succeeded, line))
+        documents.append(document)
+
     session = Session(home, group_commit=True)
     try:
-        in_order(session, lines, engine, iter(range(len(lines))),
-                 lambda slot, succeeded, line: results.append((succeeded, line)))
+        in_order(session, lines, engine, iter(range(len(lines))), report)
     finally:
         session.close()  # flushes the queued records, on an interrupt too
     packs = session.result_packs
-    return [(succeeded, named_in_line(line, packs)) for succeeded, line in results]
+    for n, (succeeded, line) in enumerate(results):  # in place: the lines are most of the memory
+        results[n] = succeeded, named_in_line(line, documents[n], packs)
+    return results
 
 
 def result_line(result: dict[str, Any]) -> bytes:

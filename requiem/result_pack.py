@@ -40,24 +40,25 @@ def split(documents: list[bytes]) -> list[list[bytes]]:
     return packs
 
 
-def named_in_line(line: bytes, packs: dict[str, str]) -> bytes:
-    """A results line (compact JSON holding `"result_object":"<digest>"`) with its pack named
-    before that key, when `packs` (document digest -> pack) holds it; else as it is.
+def named_in_line(line: bytes, document: str | None, packs: dict[str, str]) -> bytes:
+    """A results line with the pack holding its document (`document`, the line's own
+    `result_object`) named before that key, when `packs` (document digest -> pack) holds it;
+    else as it is.
 
-    The key is found as raw bytes: inside a JSON string a quote is always escaped, so
-    `"result_object":"` occurs only as a key, and the result's own is the last one (a dual
-    run's report, which follows it, names no result_object).
+    The key is found by its value, after a `{` or a `,`: a key of a nested object that merely
+    ends in `result_object` (an output path, say) has an escaped quote before it, and no other
+    value in the line is this document's own digest.
     """
-    at = line.rfind(_KEY)
-    if at < 0:
-        return line
-    pack = packs.get(line[at + len(_KEY):at + len(_KEY) + 64].decode("ascii", "replace"))
+    pack = packs.get(document) if document else None
     if pack is None:
         return line
+    key = b'"result_object":"%s"' % document.encode()  # type: ignore[union-attr]
+    at = line.rfind(key)
+    while at > 0 and line[at - 1] not in b",{":
+        at = line.rfind(key, 0, at)
+    if at < 1:
+        return line
     return b'%s"result_pack":"%s",%s' % (line[:at], pack.encode(), line[at:])
-
-
-_KEY = b'"result_object":"'
 
 
 def find(packed: bytes, digest: str) -> bytes | None:

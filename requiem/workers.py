@@ -267,10 +267,10 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
             signal.signal(signum, _stop)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     # Sent when the records are durable, in one go: no wakeup per run.
-    reported: list[tuple[int, bool, bytes]] = []
+    reported: list[tuple[int, bool, bytes, str | None]] = []
 
-    def report(slot: int, succeeded: bool, line: bytes) -> None:
-        reported.append((slot, succeeded, line))
+    def report(slot: int, succeeded: bool, line: bytes, document: str | None) -> None:
+        reported.append((slot, succeeded, line, document))
 
     try:
         session = Session(home, group_commit=True)
@@ -282,8 +282,10 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
             session.close()  # the last run settled, every record durable
         packs = session.result_packs
         frames = []
-        for slot, succeeded, line in reported:
-            line = named_in_line(line, packs)
+        reported.reverse()
+        while reported:  # each line dropped as its frame is made: one copy of them at a time
+            slot, succeeded, line, document = reported.pop()
+            line = named_in_line(line, document, packs)
             frames.append(_RESULT.pack(len(line), slot, succeeded) + line)
         write_all(result_write, b"".join(frames))
     except KeyboardInterrupt:

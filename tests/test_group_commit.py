@@ -145,15 +145,18 @@ def test_a_result_is_found_in_its_pack_by_its_own_digest_and_nowhere_else(tmp_pa
     with pytest.raises(RequiemError) as wrong_pack:
         result_pack.read_result(cas, alone, pack)
     assert wrong_pack.value.code == CAS_INTEGRITY_FAILED
-    # A results line names its pack before its own digest; a string that merely holds the key
-    # (its quotes escaped) is left alone, and so is a line whose document is in no pack.
+    # A results line names its pack before its own digest's key, found by that digest: a key
+    # that merely ends in result_object (an output path) or a string holding the text is not it.
     digest = hash_bytes(documents[0])
-    line = json.dumps({"stdout": '"result_object":"x"', "result_object": digest},
+    nested = {'x"result_object': digest, "result_object": "f" * 64}
+    line = json.dumps({"stdout": '"result_object":"x"', "output_digests": nested,
+                       "result_object": digest, "dual_run": {"output_digests": nested}},
                       separators=(",", ":")).encode() + b"\n"
-    named = json.loads(result_pack.named_in_line(line, {digest: pack}))
-    assert named == {"stdout": '"result_object":"x"', "result_pack": pack, "result_object": digest}
-    assert result_pack.named_in_line(line, {}) == line
-    assert result_pack.named_in_line(b'{"ok":false}\n', {digest: pack}) == b'{"ok":false}\n'
+    named = json.loads(result_pack.named_in_line(line, digest, {digest: pack}))
+    assert list(named) == ["stdout", "output_digests", "result_pack", "result_object", "dual_run"]
+    assert named["result_pack"] == pack and named["output_digests"] == nested
+    assert result_pack.named_in_line(line, digest, {}) == line
+    assert result_pack.named_in_line(line, None, {digest: pack}) == line
 
 
 def test_a_group_too_big_for_one_pack_is_split_and_every_document_found(tmp_path: Path) -> None:
