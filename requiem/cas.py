@@ -1,4 +1,9 @@
-"""CAS v2: a BLAKE3 content-addressed store of immutable, self-describing objects."""
+"""CAS v2: a BLAKE3 content-addressed store of immutable, self-describing objects.
+
+One class, past 500 lines, on purpose: a group commit's deferred writes (unsynced objects, small
+objects waiting in memory, temp files made ahead) hook into every put, publish and lookup, and
+split into a module of their own they would spread one object's invariants over two files.
+"""
 
 from __future__ import annotations
 
