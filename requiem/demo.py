@@ -161,7 +161,7 @@ def run_demo(home: Home, waves: int = len(INCIDENT),
     categories: Counter[str] = Counter()
     dual_runs = 0
     victim = None
-    session = Session(home)
+    session = Session(home, group_commit=True)  # as `exec batch` runs: records in groups, packs
     try:
         for wave in range(waves):
             say(f"wave {wave + 1}/{waves}")

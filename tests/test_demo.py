@@ -13,7 +13,7 @@ import pytest
 from requiem import history
 from requiem.cas import Cas
 from requiem.home import Home
-from tests.conftest import run_cli
+from tests.conftest import result_stored, run_cli
 
 # Waves 0-3 hold every kind of request (the timeout and refusals run in wave 3).
 TEST_WAVES = 4
@@ -74,12 +74,15 @@ def test_demo_runs_every_kind_of_request_for_real(tmp_path_factory: pytest.TempP
                 HAVING count(DISTINCT result_digest) > 1)
               UNION ALL SELECT 'gc runs', count(*) FROM cas_gc_runs)""").fetchall())
     assert all(n >= 1 for n in rows.values()), rows
-    # Every execution row is a real run: its result document is in the CAS.
+    # Every execution row is a real run: its result document is in the CAS (in its pack, as a
+    # batch stores it).
     cas = Cas(home / "cas")
     with history.open_history(Home.resolve(str(home)), read_only=True) as con:
-        objects = con.sql("SELECT result_object FROM executions "
-                          "WHERE result_object IS NOT NULL").fetchall()
-    assert objects and all(cas.contains(digest) for (digest,) in objects)
+        documents = con.sql("SELECT result_object, result_pack FROM executions "
+                            "WHERE result_object IS NOT NULL").fetchall()
+    assert documents and any(pack for _, pack in documents)
+    assert all(result_stored(cas, {"result_object": digest, "result_pack": pack})
+               for digest, pack in documents)
 
 
 def test_demo_corrupts_one_object_and_records_the_verify(
