@@ -49,10 +49,9 @@ def named_in_line(line: bytes, document: str | None, packs: dict[str, str]) -> b
     ends in `result_object` (an output path, say) has an escaped quote before it, and no other
     value in the line is this document's own digest.
     """
-    pack = packs.get(document) if document else None
-    if pack is None:
+    if not document or (pack := packs.get(document)) is None:
         return line
-    key = b'"result_object":"%s"' % document.encode()  # type: ignore[union-attr]
+    key = b'"result_object":"%s"' % document.encode()
     at = line.rfind(key)
     while at > 0 and line[at - 1] not in b",{":
         at = line.rfind(key, 0, at)
