@@ -71,18 +71,24 @@ def _plain_exec(argv: list[str]) -> Any:
             or options.get("engine", "requiem") not in ("requiem", "rust", "dual")
             or not _plain_count(options.get("jobs", "1"))):
         return None
-    from types import SimpleNamespace
-
     from requiem.commands.exec import cmd_batch, cmd_run
 
     if shape[1] == "run":
-        return SimpleNamespace(command="exec", exec_command="run", home=options.get("home"),
+        return _Arguments(command="exec", exec_command="run", home=options.get("home"),
                                request=options["request"], out=options["out"],
                                engine=options.get("engine"), handler=cmd_run, bounded=True)
-    return SimpleNamespace(command="exec", exec_command="batch", home=options.get("home"),
+    return _Arguments(command="exec", exec_command="batch", home=options.get("home"),
                            requests=options["requests"], out=options["out"],
                            jobs=int(options.get("jobs", "1")), engine=options.get("engine"),
                            handler=cmd_batch, bounded=False)
+
+
+class _Arguments:
+    """A plain command line's arguments, named as argparse would name them (types'
+    SimpleNamespace would cost every cold start the types module's import)."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
 
 
 def _plain_count(value: str) -> bool:
@@ -94,11 +100,9 @@ def _plain_health(argv: list[str]) -> Any:
     """The arguments of a plain `[--home H] health` (the handshake scripts poll), or None."""
     if argv == ["health"] or (len(argv) == 3 and argv[0] == "--home" and argv[2] == "health"
                               and not argv[1].startswith("-")):
-        from types import SimpleNamespace
-
         from requiem.commands.health import cmd_health
 
-        return SimpleNamespace(command="health", home=argv[1] if len(argv) == 3 else None,
+        return _Arguments(command="health", home=argv[1] if len(argv) == 3 else None,
                                handler=cmd_health, bounded=True)
     return None
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 from requiem import result_pack, spool
 from requiem.cas import Cas
 from requiem.cas_guard import hold_shared
+from requiem.threads import Condition, Thread
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class GroupCommit:
         self._spool_dir = spool_dir
         # (kind, payload, the run's result document to pack, or None)
         self._pending: list[tuple[str, dict[str, Any], bytes | None]] = []
-        self._changed = threading.Condition()
+        self._changed = Condition()
         self._guard: int | None = None
         # Document digest -> the pack holding it, for the batch to name in its results lines
         # (an entry a run, ~250 bytes, beside the ~2.5 KB results line the batch holds anyway).
@@ -61,9 +61,7 @@ class GroupCommit:
         self._closing = False
         self._error: BaseException | None = None
         cas.defer_syncs(writer_process=True)  # before the flusher thread: a fork needs one thread
-        self._flusher = threading.Thread(target=self._flush_loop, name="requiem-group-commit",
-                                         daemon=True)
-        self._flusher.start()
+        self._flusher = Thread(self._flush_loop)
 
     def add(self, kind: str, payload: dict[str, Any], document: bytes | None = None) -> None:
         """Queue one record; called while the caller holds the write guard. `document` (a
@@ -94,7 +92,11 @@ class GroupCommit:
             raise self._error
 
     def _flush_loop(self) -> None:
-        self._cas.housekeep(spare=FIRST_SPARES)
+        try:
+            self._cas.housekeep(spare=FIRST_SPARES)
+        except BaseException as exc:
+            self._fail(exc)
+            return
         while True:
             with self._changed:
                 while not self._pending and not self._closing:
@@ -114,10 +116,7 @@ class GroupCommit:
                 spool.write_records(self._spool_dir, [(kind, payload)
                                                       for kind, payload, _ in records])
             except BaseException as exc:
-                with self._changed:
-                    self._error = exc
-                    self._release_guard()
-                    self._changed.notify_all()
+                self._fail(exc)
                 return
             with self._changed:
                 if not self._pending:
@@ -135,6 +134,13 @@ class GroupCommit:
                 if payload.get("result_object"):
                     self.packs[payload["result_object"]] = pack
             done += len(documents)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop flushing: the runs waiting to queue, and close(), raise exc."""
+        with self._changed:
+            self._error = exc
+            self._release_guard()
+            self._changed.notify_all()
 
     def _release_guard(self) -> None:
         if self._guard is not None:

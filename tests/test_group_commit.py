@@ -159,8 +159,9 @@ def test_a_result_is_found_in_its_pack_by_its_own_digest_and_nowhere_else(tmp_pa
     assert result_pack.named_in_line(line, None, {digest: pack}) == line
 
 
-def test_a_group_too_big_for_one_pack_is_split_and_every_document_found(tmp_path: Path) -> None:
-    from requiem import result_pack
+def test_a_group_too_big_for_one_pack_is_split_and_every_document_found(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from requiem import group_commit, result_pack
     from requiem.cas_guard import write_guard
     from requiem.group_commit import GroupCommit
     from requiem.hashing import hash_bytes
@@ -168,10 +169,13 @@ def test_a_group_too_big_for_one_pack_is_split_and_every_document_found(tmp_path
     one = b"x" * (result_pack.MAX_PACK_BYTES - 1)  # with its newline, exactly one pack
     assert result_pack.split([one]) == [[one]] and result_pack.split([one, b"y"]) == [[one], [b"y"]]
     assert result_pack.split([]) == []
+    # The flusher lingers until close(): one group of 300.
+    monkeypatch.setattr(group_commit, "GROUP_TARGET", 1000)
+    monkeypatch.setattr(group_commit, "LINGER_SECONDS", 600.0)
     cas = Cas(tmp_path / "cas")
     group = GroupCommit(cas, tmp_path / "spool")
     documents = [json.dumps({"run": n, "pad": "x" * 15000}).encode() for n in range(300)]
-    with write_guard(cas.root), group._changed:  # the flusher kept out: one group of 300
+    with write_guard(cas.root):
         for n, document in enumerate(documents):
             group.add("execution", {"request_id": f"r{n}", "result_object": hash_bytes(document),
                                     "result_pack": None}, document=document)
