@@ -13,7 +13,6 @@ from requiem.errors import ENGINE_UNAVAILABLE, ERROR_CODES, INVALID_REQUEST, Req
 from requiem.hashing import hash_bytes
 from requiem.home import Home
 from requiem.json_text import compact_bytes
-from requiem.result_pack import MAX_PACKED_DOCUMENT
 from requiem.runner import Perturbation, Runner
 from requiem.spool import write_record
 
@@ -392,7 +391,7 @@ class Session:
         request_bytes, result_bytes = _objects_of(request, result)
         self.cas.put_bytes(request_bytes, digest=result["request_object"])
         record = _execution_record(request, result, engine, dual_run)
-        if self._group is not None and len(result_bytes) <= MAX_PACKED_DOCUMENT:
+        if self._group is not None and self._group.packable(result_bytes):
             self._group.add("execution", record, document=result_bytes)  # into the group's pack
         else:
             self.cas.put_bytes(result_bytes, digest=result["result_object"], fresh=True)

@@ -63,6 +63,11 @@ class GroupCommit:
         cas.defer_syncs(writer_process=True)  # before the flusher thread: a fork needs one thread
         self._flusher = Thread(self._flush_loop)
 
+    @staticmethod
+    def packable(document: bytes) -> bool:
+        """Whether a result document goes into the group's pack (else it is an object alone)."""
+        return len(document) <= result_pack.MAX_PACKED_DOCUMENT
+
     def add(self, kind: str, payload: dict[str, Any], document: bytes | None = None) -> None:
         """Queue one record; called while the caller holds the write guard. `document` (a
         run's result as compact JSON) goes into the group's pack, which the flush names in the
