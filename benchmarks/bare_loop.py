@@ -3,7 +3,7 @@
 Run as a program, it is what a user would write instead of `requiem exec batch`, and is timed
 the same way, its interpreter's start and imports included:
 
-    python benchmarks/bare_loop.py BACKEND WORKSPACE COUNT [THREADS]
+    python benchmarks/bare_loop.py BACKEND WORKSPACE COUNT [THREADS [PROBE_CACHE_DIR]]
 
 exec_bench.py also calls `seconds_per_spawn` in its own process, where no start is counted.
 """
@@ -21,9 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from requiem.sandbox import LaunchSpec, select_backend  # noqa: E402
 
 
-def seconds_per_spawn(backend: str, workspace: str, count: int, threads: int = 1) -> float:
-    """Seconds per spawn + wait of /bin/true through the backend, from `threads` threads."""
-    impl = select_backend(backend)
+def seconds_per_spawn(backend: str, workspace: str, count: int, threads: int = 1,
+                      cache_dir: str | None = None) -> float:
+    """Seconds per spawn + wait of /bin/true through the backend, from `threads` threads
+    (cache_dir: where the backend's capability probe is cached)."""
+    impl = select_backend(backend, cache_dir)
 
     def spawn_one(_: int) -> None:
         with open(os.devnull, "wb") as sink:
@@ -64,4 +66,5 @@ def seconds_per_spawn(backend: str, workspace: str, count: int, threads: int = 1
 
 if __name__ == "__main__":
     backend, workspace, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    seconds_per_spawn(backend, workspace, count, int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+    seconds_per_spawn(backend, workspace, count, int(sys.argv[4]) if len(sys.argv) > 4 else 1,
+                      sys.argv[5] if len(sys.argv) > 5 else None)

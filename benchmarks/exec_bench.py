@@ -27,9 +27,13 @@ BARE_LOOP = str(Path(__file__).resolve().parent / "bare_loop.py")
 
 
 def wall(argv: list[str]) -> float:
+    """Seconds argv takes to run; a failure stops the benchmark with its stderr."""
     start = time.perf_counter()
-    subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    done = subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{argv[:4]}... exited {done.returncode}: {done.stderr.decode(errors='replace')}")
+    return elapsed
 
 
 def bench_cold_run(work: Path, backend: str, rounds: int = 40) -> None:
@@ -98,13 +102,16 @@ def bench_batch(work: Path, backend: str, jobs: int, count: int = 300, rounds: i
     lines.write_text((json.dumps(request) + "\n") * count)
     out = work / "batch.out"
     home = work / f"home-batch-{backend}"
+    # The loop reads the backend's capability probe from a cache, as the batch reads its home's.
+    probes = str(work / "probe-cache")
+    seconds_per_spawn(backend, str(work / "ws"), 1, cache_dir=probes)
     ours, loop, spawns = [], [], []
     for _ in range(rounds):
         ours.append(wall([REQUIEM, "--home", str(home), "exec", "batch", "--requests", str(lines),
                           "--out", str(out), "--jobs", str(jobs)]) / count)
         loop.append(wall([sys.executable, BARE_LOOP, backend, str(work / "ws"), str(count),
-                          str(jobs)]) / count)
-        spawns.append(seconds_per_spawn(backend, str(work / "ws"), count, jobs))
+                          str(jobs), probes]) / count)
+        spawns.append(seconds_per_spawn(backend, str(work / "ws"), count, jobs, probes))
     o, a, s = (statistics.median(x) for x in (ours, loop, spawns))
     threads = f"{jobs} thread{'s' if jobs > 1 else ''}"
     print(f"| `exec batch --jobs {jobs}` per request, {backend} backend ({count} requests, "

@@ -23,8 +23,8 @@ MAX_JOBS = 64
 
 def _terminate_as_interrupt() -> Any:
     """Make SIGTERM end a batch as Ctrl-C does, so the records of the runs that finished are
-    flushed; the handler it replaced, or None where none was set (only the main thread may set
-    handlers: a caller's own thread keeps the default)."""
+    flushed; the handler it replaced (SIG_DFL for one set outside Python), or None off the main
+    thread, which sets nothing (only the main thread may set handlers)."""
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

@@ -95,13 +95,17 @@ class GroupCommit:
             self._cas.close()  # its temp files and descriptors go, on a failed sync too
         if self._error is not None:
             raise self._error
+        if self._pending:  # never, unless the flusher ended without saying why
+            raise RuntimeError(f"{len(self._pending)} history records were not written")
 
     def _flush_loop(self) -> None:
         try:
-            self._cas.housekeep(spare=FIRST_SPARES)
-        except BaseException as exc:
+            self._flush_until_closed()
+        except BaseException as exc:  # the runs waiting to queue, and close(), raise it
             self._fail(exc)
-            return
+
+    def _flush_until_closed(self) -> None:
+        self._cas.housekeep(spare=FIRST_SPARES)
         while True:
             with self._changed:
                 while not self._pending and not self._closing:
@@ -115,14 +119,9 @@ class GroupCommit:
                     return
                 records, self._pending = self._pending, []
                 self._changed.notify_all()
-            try:
-                self._pack_documents(records)
-                self._cas.sync_deferred()  # the objects first: a durable record never dangles
-                spool.write_records(self._spool_dir, [(kind, payload)
-                                                      for kind, payload, _ in records])
-            except BaseException as exc:
-                self._fail(exc)
-                return
+            self._pack_documents(records)
+            self._cas.sync_deferred()  # the objects first: a durable record never dangles
+            spool.write_records(self._spool_dir, [(kind, payload) for kind, payload, _ in records])
             with self._changed:
                 if not self._pending:
                     self._release_guard()

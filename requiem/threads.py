@@ -15,10 +15,14 @@ if TYPE_CHECKING:
 
 
 class Condition:
-    """A lock with wait() and notify_all(), as threading.Condition has them."""
+    """A lock with wait() and notify_all(), as threading.Condition has them (held once at a
+    time: wait() lets go of one level of it)."""
 
     def __init__(self) -> None:
-        self._lock = _thread.allocate_lock()
+        # Owner-checked, as threading.Condition's own: a wait() cut short by a signal, before
+        # it holds the lock again, makes the caller's release fail instead of releasing the
+        # lock another thread holds meanwhile.
+        self._lock = _thread.RLock()
         self._waiters: list[Any] = []
 
     def __enter__(self) -> Condition:
@@ -28,9 +32,11 @@ class Condition:
     def __exit__(self, *exc_info: object) -> None:
         self._lock.release()
 
-    def wait(self, timeout: float = -1) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:
         """Let go of the lock until notified (or timeout seconds pass); hold it again on return.
         Whether it was notified."""
+        if timeout is None:
+            timeout = -1
         waiter = _thread.allocate_lock()
         waiter.acquire()
         self._waiters.append(waiter)

@@ -40,6 +40,8 @@ class _Record(tuple):
             raise ValueError(f"{type(self).__name__} has no fields {list(changes)!r}")
         return replaced
 
+    __replace__ = _replace  # copy.replace(), from Python 3.13
+
     def _asdict(self) -> dict[str, Any]:
         return dict(zip(self._fields, self))
 

@@ -448,3 +448,34 @@ def test_an_object_a_power_cut_left_damaged_is_rewritten_by_the_next_put(
     with open(path, "r+b") as handle:
         handle.truncate(10)
     assert fresh.put_bytes(data).digest == digest and fresh.read_bytes(digest) == data
+
+
+def test_a_flusher_failing_between_groups_is_reported_not_silent(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from requiem.cas_guard import write_guard
+    from requiem.group_commit import GroupCommit
+
+    real_housekeep = Cas.housekeep
+    calls: list[int] = []
+
+    def housekeep_failing_the_second_time(self: Cas, spare: int = 32) -> None:
+        calls.append(spare)
+        if len(calls) == 2:  # after the first group was written
+            raise RuntimeError("housekeeping failed")
+        real_housekeep(self, spare)
+
+    monkeypatch.setattr(Cas, "housekeep", housekeep_failing_the_second_time)
+    cas = Cas(tmp_path / "cas")
+    group = GroupCommit(cas, tmp_path / "spool")
+    with write_guard(cas.root):
+        group.add("execution", {"request_id": "first"})
+    deadline = time.monotonic() + 30
+    while group._error is None:
+        assert time.monotonic() < deadline, "the flusher neither failed nor said so"
+        time.sleep(0.005)
+    with write_guard(cas.root), pytest.raises(RuntimeError, match="housekeeping"):
+        group.add("execution", {"request_id": "second"})  # refused, not queued forever
+    with pytest.raises(RuntimeError, match="housekeeping"):
+        group.close()
+    assert [r["request_id"] for r in spool.pending_records(tmp_path / "spool", "execution")] == [
+        "first"]

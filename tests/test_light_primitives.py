@@ -3,6 +3,7 @@ threading (requiem.tuples, requiem.threads)."""
 
 from __future__ import annotations
 
+import _thread
 import pickle
 import sys
 import time
@@ -88,6 +89,27 @@ def test_a_condition_wakes_its_waiter_and_times_out_alone() -> None:
         started = time.monotonic()
         assert changed.wait(0.05) is False
         assert time.monotonic() - started >= 0.04 and changed._waiters == []
+
+
+def test_a_condition_never_releases_the_lock_another_thread_holds() -> None:
+    # What a wait() cut short by a second signal would do on leaving its caller's `with`.
+    changed = Condition()
+    held, done = _thread.allocate_lock(), _thread.allocate_lock()
+    held.acquire()
+    done.acquire()
+
+    def holder() -> None:
+        with changed:
+            held.release()
+            done.acquire()  # until the main thread has tried
+
+    thread = Thread(holder)
+    held.acquire()
+    with pytest.raises(RuntimeError):
+        changed.__exit__(None, None, None)
+    assert changed._lock._is_owned() is False and changed._lock.acquire(False) is False
+    done.release()
+    thread.join()
 
 
 def test_a_thread_is_joined_after_its_target_raises(monkeypatch: pytest.MonkeyPatch) -> None:
