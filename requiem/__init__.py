@@ -6,6 +6,8 @@ JSON goes through `requiem.json_text` (not `json`, which compiles `re` patterns)
 through `requiem.sandbox.proc.spawn` (not `subprocess`), locks come from `_thread` (not
 `threading`, with functools and weakref sets), and typing, pathlib and argparse are imported
 only where a command needs them. tests/test_layering.py checks what a plain run imports.
+A batch of many lines is the other way round: it pays once for importing orjson, which then
+encodes every run's JSON several times faster (`requiem.json_text.use_orjson`).
 """
 
 from requiem.errors import RequiemError

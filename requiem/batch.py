@@ -9,7 +9,7 @@ from requiem import canonical, contract
 from requiem.engines import Session, Ticket
 from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
 from requiem.home import Home
-from requiem.json_text import compact_bytes
+from requiem.json_text import compact_bytes, use_orjson
 from requiem.result_pack import named_in_line
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every start
@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from requiem.contract import Request
 
 MAX_JOBS = 64
+# From this many lines a batch encodes with orjson. Its import costs ~24 ms (it loads
+# dataclasses, uuid and datetime) and it saves ~35 us a run (benchmarks/RESULTS.md, issue 3,
+# A/B of the marginal cost): a batch of ~700 breaks even.
+ORJSON_FROM_LINES = 700
 
 
 def _terminate_as_interrupt() -> Any:
@@ -122,6 +126,8 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
     except OSError as exc:
         raise RequiemError(INVALID_REQUEST, f"cannot read {requests_path}: {exc.strerror}") from None
     work = [line for line in lines if line.strip()]
+    if len(work) >= ORJSON_FROM_LINES:
+        use_orjson()  # before any worker is forked, so that every worker has it
     previous = _terminate_as_interrupt()
     try:
         if jobs > 1 and len(work) > 1 and _forkable(previous is not None):

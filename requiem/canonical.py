@@ -176,7 +176,9 @@ def dumps(value: Any) -> bytes:
 
 
 def stable_dumps(value: Any) -> bytes:
-    """Deterministic compact JSON for storage (sorted keys); not RFC 8785 for floats (they are
-    written as Python writes them): the same document stored by a batch and by a single run
-    must be the same object."""
+    """Deterministic compact JSON for storage (sorted keys); not RFC 8785 for floats.
+
+    Always the C accelerator's (floats as Python writes them), never orjson's: the same document
+    stored by a batch and by a single run must be the same object.
+    """
     return compact(value).encode("utf-8", "surrogatepass")

@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # typing is for checkers only: importing it costs every c
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-__all__ = ["Scanner", "ascii_string", "compact", "compact_bytes", "loads", "pretty"]
+__all__ = ["Scanner", "ascii_string", "compact", "compact_bytes", "loads", "pretty", "use_orjson"]
 
 _WHITESPACE = " \t\n\r"
 
@@ -39,8 +39,45 @@ def compact(value: Any, *, sort_keys: bool = True) -> str:
     return "".join((_sorted_compact if sort_keys else _compact)(value, 0))
 
 
+# orjson.dumps, once use_orjson() has paid for the import.
+_orjson_dumps: Callable[..., bytes] | None = None
+# Its options, sorted or not; both refuse dates and dataclasses (as json does) instead of writing them.
+_ORJSON_SORTED = _ORJSON_IN_ORDER = 0
+
+
+def use_orjson() -> bool:
+    """Let compact_bytes encode with orjson from now on; False when it is not installed.
+
+    orjson encodes a run's result ~10x faster than the C accelerator (~35 us of a batch run's
+    wall time), but importing it costs ~24 ms (it loads dataclasses, uuid and datetime): a
+    long batch takes it, a short one and a cold `exec run` do not.
+    """
+    global _orjson_dumps, _ORJSON_SORTED, _ORJSON_IN_ORDER
+    try:
+        import orjson
+    except ImportError:
+        return False
+    _ORJSON_IN_ORDER = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+    _ORJSON_SORTED = orjson.OPT_SORT_KEYS | _ORJSON_IN_ORDER
+    _orjson_dumps = orjson.dumps
+    return True
+
+
 def compact_bytes(value: Any, *, sort_keys: bool = True, errors: str = "strict") -> bytes:
-    """compact(value) in UTF-8, with `errors` for lone surrogates."""
+    """compact(value) in UTF-8, with `errors` for lone surrogates.
+
+    After use_orjson(): the same bytes for strings, integers, booleans, null, lists and dicts
+    with str keys; floats in another but equally exact form (`1e-7` for `1e-07`). Where compact
+    raises, orjson writes NaN and infinities as null and UUIDs, enums and numpy values as their
+    values (the engine's documents hold none: its results and records are built from parsed
+    JSON, clocks and rusage). What orjson will not encode (lone surrogates, integers beyond 64
+    bits, subclasses of tuple, keys that are not str, dates, dataclasses) goes through compact.
+    """
+    if _orjson_dumps is not None:
+        try:
+            return _orjson_dumps(value, option=_ORJSON_SORTED if sort_keys else _ORJSON_IN_ORDER)
+        except TypeError:  # orjson.JSONEncodeError
+            pass
     return compact(value, sort_keys=sort_keys).encode("utf-8", errors)
 
 

@@ -10,8 +10,8 @@ that kind's columns and parses every record once):
 - `quarantine/`: what could not be folded.
 
 A line is `{"id":"<record id>","record":<record>}` + newline, where <record> is the record as
-compact JSON with sorted keys (`json_text.compact_bytes`) and the record id is BLAKE3 of
-exactly those bytes:
+compact JSON with sorted keys (`json_text.compact_bytes`: each record is written once, so its
+floats may be in orjson's form) and the record id is BLAKE3 of exactly those bytes:
 the fold reads the id instead of hashing, and `split_line` + `hashing.hash_bytes` re-verify it.
 
 Writer protocol: open the active segment with O_APPEND, flock(LOCK_SH), check the descriptor

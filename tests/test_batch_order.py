@@ -288,6 +288,36 @@ def test_the_line_recording_made_is_the_result(home: Path, tmp_path: Path) -> No
     assert json.loads(ticket.line) == json.loads(result_line(result))
 
 
+def test_a_long_batch_encoding_with_orjson_gives_single_runs_digests(tmp_path: Path) -> None:
+    # From ORJSON_FROM_LINES lines a batch encodes with orjson: digests may not move, and the
+    # records it spools must fold like any others.
+    pytest.importorskip("orjson")
+    from requiem.batch import ORJSON_FROM_LINES
+
+    home = tmp_path / "home"
+    requests = [{"command": "sh", "argv": ["-c", f"echo {n}; echo é{n} >&2"],
+                 "workspace_root": str(tmp_path), "policy": {"sandbox": {"backend": "none"}}}
+                for n in range(ORJSON_FROM_LINES)]
+    lines = tmp_path / "r.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(tmp_path / "o.jsonl"),
+                  home=home)
+    assert got.returncode == 0, got.stdout + got.stderr
+    results = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    for n in (0, 7, ORJSON_FROM_LINES - 1):
+        single = tmp_path / f"single{n}.json"
+        (tmp_path / "req.json").write_text(json.dumps(requests[n]))
+        assert run_cli("exec", "run", "--request", str(tmp_path / "req.json"), "--out", str(single),
+                       home=home).returncode == 0
+        alone = json.loads(single.read_text())
+        for field in ("request_digest", "trace_digest", "result_digest", "request_object"):
+            assert results[n][field] == alone[field], field
+    ingest = run_cli("history", "ingest", home=home)
+    assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+    listed = run_cli("history", "ls", "--limit", "1000", home=home).json
+    assert len(listed["executions"]) == ORJSON_FROM_LINES + 3
+
+
 @pytest.mark.slow
 def test_a_gc_holding_the_store_never_leaves_the_next_command_unwatched(home: Path,
                                                                         tmp_path: Path) -> None:

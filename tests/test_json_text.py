@@ -88,3 +88,54 @@ def test_the_scanner_passes_pairs_and_constants_to_its_hooks() -> None:
     scanner = Scanner(object_pairs_hook=lambda pairs: pairs, parse_constant=lambda name: seen.append(name))
     assert scanner.loads('{"b": 1, "a": NaN, "b": 2}') == [("b", 1), ("a", None), ("b", 2)]
     assert seen == ["NaN"]
+
+
+@pytest.fixture
+def with_orjson():
+    """compact_bytes through orjson for one test (a long batch's setting), then back."""
+    import requiem.json_text as json_text
+
+    pytest.importorskip("orjson")
+    saved = json_text._orjson_dumps, json_text._ORJSON_SORTED, json_text._ORJSON_IN_ORDER
+    assert json_text.use_orjson()
+    yield
+    json_text._orjson_dumps, json_text._ORJSON_SORTED, json_text._ORJSON_IN_ORDER = saved
+
+
+def test_canonical_bytes_are_the_same_whichever_encoder_writes_them(with_orjson: None) -> None:
+    import requiem.json_text as json_text
+    from requiem import canonical
+
+    rnd = random.Random(20261206)
+    documents = [random_document(rnd) for _ in range(2000)]
+
+    def canonical_or_error(value: object) -> object:
+        try:
+            return canonical.dumps(value)
+        except Exception as exc:  # the same refusal either way counts as the same answer
+            return type(exc).__name__
+
+    with_it = [canonical_or_error(d) for d in documents]
+    json_text._orjson_dumps = None
+    without = [canonical_or_error(d) for d in documents]
+    assert with_it == without
+
+
+def test_what_orjson_refuses_is_encoded_as_before(with_orjson: None) -> None:
+    from collections import namedtuple
+
+    from requiem.json_text import compact_bytes
+
+    pair = namedtuple("pair", "a b")
+    for value in ({"a": "\ud800"}, [2**70], {"p": pair(1, 2)}, {1: "x"}):
+        assert compact_bytes(value, errors="surrogatepass") == compact(value).encode(
+            "utf-8", "surrogatepass")
+
+
+def test_dates_are_refused_with_orjson_as_without(with_orjson: None) -> None:
+    import datetime
+
+    from requiem.json_text import compact_bytes
+
+    with pytest.raises(TypeError):
+        compact_bytes({"at": datetime.datetime(2026, 12, 6)})

@@ -37,7 +37,7 @@ def test_a_plain_exec_run_skips_what_only_other_commands_need(tmp_path: Path) ->
     # (functools): ~40M instructions of ~110M. collections and types: ~2.3 ms a start.
     extra = ("argparse", "typing", "dataclasses", "pathlib", "ctypes", "requiem.dual",
              "requiem.sandbox.probe", "json", "re", "subprocess", "signal", "enum", "threading",
-             "contextlib", "functools", "collections", "types", "operator")
+             "contextlib", "functools", "orjson", "collections", "types", "operator")
     assert loaded_after(f"from requiem.cli import main\nmain({argv!r})", extra) == []
 
 
@@ -77,3 +77,18 @@ def test_an_exec_batch_skips_what_only_other_commands_need(tmp_path: Path) -> No
     with_workers = [*argv, "--jobs", "2"]
     lines.write_text(lines.read_text() * 2)
     assert loaded_after(f"from requiem.cli import main\nmain({with_workers!r})", extra) == []
+
+
+def test_only_a_long_batch_pays_for_orjson(tmp_path: Path) -> None:
+    from requiem.batch import ORJSON_FROM_LINES
+
+    line = json.dumps({"command": "true", "workspace_root": str(tmp_path),
+                       "policy": {"sandbox": {"backend": "none"}}}) + "\n"
+    lines = tmp_path / "r.jsonl"
+    argv = ["--home", str(tmp_path / "h"), "exec", "batch", "--requests", str(lines), "--out",
+            str(tmp_path / "o.jsonl")]
+    code = f"from requiem.cli import main\nmain({argv!r})"
+    lines.write_text(line * (ORJSON_FROM_LINES - 1))
+    assert loaded_after(code, ("orjson",)) == []
+    lines.write_text(line * ORJSON_FROM_LINES)
+    assert loaded_after(code, ("orjson",)) == ["orjson"]
