@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from requiem import result_pack, spool
 from requiem.cas import Cas
 from requiem.cas_guard import hold_shared
-from requiem.threads import Condition, Thread
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class GroupCommit:
         self._spool_dir = spool_dir
         # (kind, payload, the run's result document to pack, or None)
         self._pending: list[tuple[str, dict[str, Any], bytes | None]] = []
-        self._changed = Condition()
+        self._changed = threading.Condition()
         self._guard: int | None = None
         # Document digest -> the pack holding it, for the batch to name in its results lines
         # (an entry a run, ~250 bytes, beside the ~2.5 KB results line the batch holds anyway).
@@ -61,7 +61,9 @@ class GroupCommit:
         self._closing = False
         self._error: BaseException | None = None
         cas.defer_syncs(writer_process=True)  # before the flusher thread: a fork needs one thread
-        self._flusher = Thread(self._flush_loop)
+        self._flusher = threading.Thread(target=self._flush_loop, name="requiem-group-commit",
+                                         daemon=True)
+        self._flusher.start()
 
     @staticmethod
     def packable(document: bytes) -> bool:
@@ -143,10 +145,12 @@ class GroupCommit:
         """Stop flushing: the runs waiting to queue, and close(), raise exc."""
         with self._changed:
             self._error = exc
-            self._release_guard()
-            self._changed.notify_all()
+            try:
+                self._release_guard()
+            finally:
+                self._changed.notify_all()
 
     def _release_guard(self) -> None:
-        if self._guard is not None:
-            os.close(self._guard)
-            self._guard = None
+        guard, self._guard = self._guard, None  # first: a close that raises has closed it anyway
+        if guard is not None:
+            os.close(guard)

@@ -479,3 +479,11 @@ def test_a_flusher_failing_between_groups_is_reported_not_silent(tmp_path: Path,
         group.close()
     assert [r["request_id"] for r in spool.pending_records(tmp_path / "spool", "execution")] == [
         "first"]
+    # What it held is let go: the GC guard (a collector gets in), the store's temp files.
+    assert group._guard is None
+    lock = os.open(tmp_path / "cas" / "gc.lock", os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while a hold is left
+    finally:
+        os.close(lock)
+    assert list((tmp_path / "cas" / "v2" / "tmp").iterdir()) == []
