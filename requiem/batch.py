@@ -130,7 +130,7 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
         use_orjson()  # before any worker is forked, so that every worker has it
     previous = _terminate_as_interrupt()
     try:
-        if jobs > 1 and len(work) > 1 and _forkable(previous is not None):
+        if jobs > 1 and len(work) > 1 and _forkable():
             from requiem.workers import run_in_workers
 
             results = run_in_workers(home, work, engine, min(jobs, len(work)))
@@ -143,14 +143,15 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
                          sum(1 for succeeded, _ in results if not succeeded), out_path)
 
 
-def _forkable(on_main_thread: bool) -> bool:
-    """Whether worker processes can be forked here: from the main thread (known by having set
-    SIGTERM's handler, which only it may do), with no other thread, Python's or a native
-    library's (a lock another thread holds would stay held in every worker). Otherwise
-    --jobs N runs in this process, with the same results."""
+def _forkable() -> bool:
+    """Whether worker processes can be forked here: from the main thread, with no other
+    thread, Python's or a native library's (a lock another thread holds would stay held in
+    every worker). Otherwise --jobs N runs in this process, with the same results."""
+    import threading  # a batch's group commit imports it anyway
+
     from requiem.sandbox.proc import single_threaded
 
-    return on_main_thread and single_threaded()
+    return threading.current_thread() is threading.main_thread() and single_threaded()
 
 
 def _in_this_process(home: Home, lines: list[bytes],

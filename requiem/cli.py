@@ -75,12 +75,12 @@ def _plain_exec(argv: list[str]) -> Any:
 
     if shape[1] == "run":
         return _Arguments(command="exec", exec_command="run", home=options.get("home"),
-                               request=options["request"], out=options["out"],
-                               engine=options.get("engine"), handler=cmd_run, bounded=True)
+                          request=options["request"], out=options["out"],
+                          engine=options.get("engine"), handler=cmd_run, bounded=True)
     return _Arguments(command="exec", exec_command="batch", home=options.get("home"),
-                           requests=options["requests"], out=options["out"],
-                           jobs=int(options.get("jobs", "1")), engine=options.get("engine"),
-                           handler=cmd_batch, bounded=False)
+                      requests=options["requests"], out=options["out"],
+                      jobs=int(options.get("jobs", "1")), engine=options.get("engine"),
+                      handler=cmd_batch, bounded=False)
 
 
 class _Arguments:
@@ -103,7 +103,7 @@ def _plain_health(argv: list[str]) -> Any:
         from requiem.commands.health import cmd_health
 
         return _Arguments(command="health", home=argv[1] if len(argv) == 3 else None,
-                               handler=cmd_health, bounded=True)
+                          handler=cmd_health, bounded=True)
     return None
 
 

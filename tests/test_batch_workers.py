@@ -160,7 +160,7 @@ def test_a_batch_with_workers_leaves_no_descriptor_behind(home: Path, tmp_path: 
 import os
 from requiem import batch
 from requiem.home import Home
-assert batch._forkable(on_main_thread=True)
+assert batch._forkable()
 home = Home.resolve({str(home)!r})
 batch.run_batch(home, {str(lines)!r}, {str(tmp_path / "o.jsonl")!r}, jobs=3)
 before = len(os.listdir("/proc/self/fd"))
