@@ -51,8 +51,9 @@ class GroupCommit:
     def __init__(self, cas: Cas, spool_dir: str | os.PathLike[str]) -> None:
         self._cas = cas
         self._spool_dir = spool_dir
-        # (kind, payload, the run's result document to pack, or None)
-        self._pending: list[tuple[str, dict[str, Any], bytes | None]] = []
+        # (kind, payload, the run's result document to pack or None, the record encoded: its
+        # spool line, or one whose result_pack the flush fills in)
+        self._pending: list[tuple[str, dict[str, Any], bytes | None, bytes | spool.Unfilled]] = []
         self._changed = threading.Condition()
         self._guard: int | None = None
         # Document digest -> the pack holding it, for the batch to name in its results lines
@@ -73,7 +74,15 @@ class GroupCommit:
     def add(self, kind: str, payload: dict[str, Any], document: bytes | None = None) -> None:
         """Queue one record; called while the caller holds the write guard. `document` (a
         run's result as compact JSON) goes into the group's pack, which the flush names in the
-        record's `result_pack`."""
+        record's `result_pack`.
+
+        The record is encoded here, in the caller's thread: a batch calls this while its next
+        command runs, and the flusher thread would hold the GIL against the runs doing it.
+        """
+        if document is None:
+            encoded: bytes | spool.Unfilled = spool.encode(kind, payload)[1]
+        else:
+            encoded = spool.Unfilled(kind, payload, "result_pack")
         with self._changed:
             while len(self._pending) >= MAX_PENDING and self._error is None:
                 self._changed.wait()
@@ -81,7 +90,7 @@ class GroupCommit:
                 raise self._error
             if self._guard is None:
                 self._guard = hold_shared(self._cas.root)
-            self._pending.append((kind, payload, document))
+            self._pending.append((kind, payload, document, encoded))
             if len(self._pending) in (1, GROUP_TARGET):  # a flusher waits for the first, or lingers
                 self._changed.notify_all()
 
@@ -123,15 +132,19 @@ class GroupCommit:
                 self._changed.notify_all()
             self._pack_documents(records)
             self._cas.sync_deferred()  # the objects first: a durable record never dangles
-            spool.write_records(self._spool_dir, [(kind, payload) for kind, payload, _ in records])
+            spool.append_lines(self._spool_dir, [
+                (kind, encoded.filled(payload["result_pack"])
+                 if isinstance(encoded, spool.Unfilled) else encoded)
+                for kind, payload, _, encoded in records])
             with self._changed:
                 if not self._pending:
                     self._release_guard()
             self._cas.housekeep()
 
-    def _pack_documents(self, records: list[tuple[str, dict[str, Any], bytes | None]]) -> None:
+    def _pack_documents(self, records: list[tuple[str, dict[str, Any], bytes | None, Any]]) -> None:
         """Store the group's result documents as packs and name each one in its records."""
-        packed = [(payload, document) for _, payload, document in records if document is not None]
+        packed = [(payload, document) for _, payload, document, _ in records
+                  if document is not None]
         done = 0
         for documents in result_pack.split([document for _, document in packed]):
             pack = self._cas.put_bytes(result_pack.pack(documents), fresh=True).digest

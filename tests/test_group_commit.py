@@ -159,6 +159,29 @@ def test_a_result_is_found_in_its_pack_by_its_own_digest_and_nowhere_else(tmp_pa
     assert result_pack.named_in_line(line, None, {digest: pack}) == line
 
 
+def test_a_record_encoded_before_its_pack_is_known_is_the_same_record_filled_in() -> None:
+    from requiem.hashing import hash_bytes
+    from tests.history_fixtures import execution_payload
+
+    pack = "ab" * 32
+    payload = execution_payload(1)
+    unfilled = spool.Unfilled("execution", payload, "result_pack")
+    record_id, body = spool.split_line(unfilled.filled(pack))
+    assert record_id == hash_bytes(body)
+    record = json.loads(body)
+    _, whole = spool.split_line(spool.encode("execution", {**payload, "result_pack": pack})[1])
+    expected = json.loads(whole)
+    assert record.pop("recorded_at") and expected.pop("recorded_at")
+    assert record == expected and list(record) == list(expected)
+    # A request that held the stand-in text cannot have it filled in in its place.
+    stand_in = spool.Unfilled._placeholder
+    tricky = spool.Unfilled("execution", {**payload, "command": stand_in}, "result_pack")
+    filled = json.loads(spool.split_line(tricky.filled(pack))[1])
+    assert filled["command"] == stand_in and filled["result_pack"] == pack
+    with pytest.raises(ValueError):
+        unfilled.filled("not a digest")
+
+
 def test_a_group_too_big_for_one_pack_is_split_and_every_document_found(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from requiem import group_commit, result_pack
