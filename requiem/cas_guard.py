@@ -38,11 +38,22 @@ class write_guard:  # noqa: N801 - used as a function: `with write_guard(root):`
         self._guard: int | None = None
 
     def __enter__(self) -> None:
+        self._take(0)
+
+    def try_enter(self) -> bool:
+        """Enter only if no GC holds or waits for the guard; False (not entered) if one does."""
+        try:
+            self._take(fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _take(self, flags: int) -> None:
         if self._guard is not None:
             raise RuntimeError("this write_guard is held already; make one per hold")
-        gate = _lock(os.path.join(self._root, "gc.gate"), fcntl.LOCK_SH)
+        gate = _lock(os.path.join(self._root, "gc.gate"), fcntl.LOCK_SH | flags)
         try:
-            self._guard = _lock(os.path.join(self._root, "gc.lock"), fcntl.LOCK_SH)
+            self._guard = _lock(os.path.join(self._root, "gc.lock"), fcntl.LOCK_SH | flags)
         finally:
             os.close(gate)
 

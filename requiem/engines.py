@@ -262,6 +262,7 @@ class Session:
             settle_behind()  # the run behind's failure is its own: this run is dropped, not blamed
             if meanwhile is not None:
                 meanwhile()
+            launch.guard_ahead()  # after the run behind let go of its own: see write_guard
         except BaseException:
             launch.close()
             raise

@@ -269,6 +269,8 @@ class Launch:
         # The lease on the inputs and the GC guard, entered in that order: held until the run's
         # record is queued (contextlib's ExitStack would cost every cold start its import).
         self._held: list[lease | write_guard] = []
+        # The GC guard collect() needs, taken while the command runs (guard_ahead), if it was.
+        self._guard_ahead: write_guard | None = None
         self._stdout: CasWriter | None = None
         self._stderr: CasWriter | None = None
         self._child: sandbox.Child | None = None
@@ -353,6 +355,26 @@ class Launch:
             target = confinement.inside(workspace, move(path), pointer)
             cas.get_to_file(digest, target)
 
+    def guard_ahead(self) -> None:
+        """Take the GC guard collect() needs now, while the command runs, unless a GC holds or
+        waits for it (never wait here: the command's timeout and output limit are unwatched).
+
+        A batch calls this once the work it does while a command runs is done: taken after the
+        command ends, the guard's five syscalls stood between one command and the next. One
+        still running at collect()'s first check lets go of it, so no GC waits on a long command.
+        """
+        if self._guard_ahead is None and self._exit is None:
+            guard = write_guard(self.runner.cas.root)
+            if guard.try_enter():
+                self._held.append(guard)
+                self._guard_ahead = guard
+
+    def _let_go_of_guard_ahead(self) -> None:
+        guard, self._guard_ahead = self._guard_ahead, None
+        if guard is not None:
+            self._held.remove(guard)
+            guard.__exit__(None, None, None)
+
     def collect(self) -> None:
         """Wait for the command (to its timeout or output limit), kill its tree, store outputs."""
         assert self._child is not None and self._stdout is not None and self._stderr is not None
@@ -368,6 +390,7 @@ class Launch:
                 exit_info = child.wait(min(remaining, _POLL_SECONDS))
                 if exit_info is not None:
                     break
+                self._let_go_of_guard_ahead()  # a long command: a GC may go first
                 if max(stdout.written_size(), stderr.written_size()) > request.output_limit_bytes:
                     reason = "output_limit"
                     break
@@ -380,7 +403,8 @@ class Launch:
         # From the first object stored until the record names it, a GC must wait. Here, not at
         # the first store: in a batch finish() runs while the next command runs, and a wait at
         # the GC's gate there would leave that command's timeout and output limit unwatched.
-        self._hold(write_guard(self.runner.cas.root))
+        if self._guard_ahead is None:
+            self._hold(write_guard(self.runner.cas.root))
         exit_code = None
         if reason == "exited":
             # A death by signal N is exit code 128+N, the shell's convention: bwrap can only report

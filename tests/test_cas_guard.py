@@ -147,3 +147,41 @@ def test_one_guard_object_is_one_hold(tmp_path: Path) -> None:
         assert not gc_could_start(cas_root)
     assert gc_could_start(cas_root)
 
+
+
+def test_a_hold_tried_without_waiting_is_refused_while_a_gc_holds_or_waits(tmp_path: Path) -> None:
+    from requiem.cas_guard import exclusive_guard
+
+    cas_root = tmp_path / "cas"
+    tried = write_guard(cas_root)
+    with exclusive_guard(cas_root):
+        assert not tried.try_enter()
+    assert tried.try_enter()  # and then it is a hold like any other
+    assert not gc_could_start(cas_root)
+    tried.__exit__(None, None, None)
+    assert gc_could_start(cas_root)
+
+
+def test_a_running_command_does_not_keep_the_gc_waiting(tmp_path: Path) -> None:
+    """A run takes its guard ahead while its command runs, and lets go once it runs long."""
+    import json
+    import time
+
+    from tests.conftest import cli_command
+    from tests.test_exec import PLAIN
+
+    request = tmp_path / "sleep.json"
+    request.write_text(json.dumps({"command": "sleep", "argv": ["2"], "policy": PLAIN,
+                                   "workspace_root": str(tmp_path)}))
+    home = tmp_path / "home"
+    run = subprocess.Popen([*cli_command(), "--home", str(home), "exec", "run", "--request",
+                            str(request), "--out", str(tmp_path / "out.json")])
+    try:
+        deadline = time.monotonic() + 30
+        while not (home / "cas" / "gc.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the command has run for longer than the first check
+        assert run.poll() is None, "the command ended too soon to tell"
+        assert gc_could_start(home / "cas")
+    finally:
+        assert run.wait(timeout=60) == 0
