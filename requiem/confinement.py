@@ -20,14 +20,19 @@ def workspace_root(path: str, base: str | None = None) -> str:
 
 
 def _kernel_realpath(directory: str) -> str | None:
-    """The directory's real path as the kernel resolved it opening it (three syscalls, where
-    realpath walks every component); None when it is no directory or /proc cannot say."""
+    """The directory's real path as the kernel resolved it opening it (three syscalls where it
+    was named by it, five otherwise; realpath walks every component); None when it is no
+    directory or /proc cannot say."""
     try:
         fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         real = os.readlink(f"/proc/self/fd/{fd}")
+        if real == directory:
+            # Named as opened: the name reached it from this process's root, and it is no
+            # longer than the name the kernel gives it now (a removed one reads back longer).
+            return real
         opened = os.fstat(fd)
         # The name must lead back to the directory opened: one removed meanwhile reads back
         # with " (deleted)", one outside this process's root (a chroot) by a name inside it.

@@ -43,6 +43,10 @@ class RequiemEngine:
         """Start the request's command; the caller collects, finishes and closes the launch."""
         return self._runner.start(request, self._perturbation)
 
+    def captures_ahead(self) -> None:
+        """Make the next run's output captures while a command runs (see Runner)."""
+        self._runner.captures_ahead()
+
     def close(self) -> None:
         self._runner.close()
 
@@ -262,6 +266,7 @@ class Session:
             settle_behind()  # the run behind's failure is its own: this run is dropped, not blamed
             if meanwhile is not None:
                 meanwhile()
+                self._native.captures_ahead()  # more runs follow
             launch.guard_ahead()  # after the run behind let go of its own: see write_guard
         except BaseException:
             launch.close()

@@ -192,6 +192,8 @@ class Runner:
         # Where the sandbox probe's findings are cached between processes (the home).
         self.probe_cache = probe_cache
         self._backends: dict[str, sandbox.Backend] = {}
+        # The next run's stdout and stderr captures, made while a command runs (captures_ahead).
+        self._captures_ahead: tuple[CasWriter, CasWriter] | None = None
 
     def backend(self, name: str) -> sandbox.Backend:
         if name not in self._backends:
@@ -199,8 +201,36 @@ class Runner:
         return self._backends[name]
 
     def close(self) -> None:
-        for backend in self._backends.values():
-            backend.close()
+        try:
+            for writer in self._captures_ahead or ():
+                writer.abort()
+            self._captures_ahead = None
+        finally:
+            for backend in self._backends.values():
+                backend.close()
+
+    def captures_ahead(self) -> None:
+        """Make the next run's stdout and stderr captures now: a batch calls this while a
+        command runs, so the next one starts ~12 us sooner after it ends."""
+        if self._captures_ahead is None:
+            stdout = self.cas.writer()
+            try:
+                self._captures_ahead = stdout, self.cas.writer()
+            except BaseException:
+                stdout.abort()
+                raise
+
+    def captures(self) -> tuple[CasWriter, CasWriter]:
+        """A run's stdout and stderr captures: the ones made ahead, or new ones."""
+        made, self._captures_ahead = self._captures_ahead, None
+        if made is not None:
+            return made
+        stdout = self.cas.writer()
+        try:
+            return stdout, self.cas.writer()
+        except BaseException:
+            stdout.abort()
+            raise
 
     def run(self, request: Request, perturbation: Perturbation | None = None,
             on_result: Callable[[dict[str, Any]], None] | None = None,
@@ -314,8 +344,7 @@ class Launch:
         deterministic = request.policy.deterministic
         backend = runner.backend(request.policy.sandbox.backend)
         masked = runner.masked_paths(workspace, backend.name)
-        stdout = self._stdout = runner.cas.writer()
-        stderr = self._stderr = runner.cas.writer()
+        stdout, stderr = self._stdout, self._stderr = runner.captures()
         spec = sandbox.LaunchSpec(
             executable=executable,
             argv=[request.command, *request.argv],

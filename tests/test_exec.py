@@ -186,6 +186,25 @@ def test_path_escapes_are_refused(home: Path, tmp_path: Path, ws: Path, field: s
     assert refused["termination_reason"] == "refused" and refused["error_code"] == "path_escape"
 
 
+def test_a_workspace_root_is_taken_by_its_real_path_however_it_is_named(tmp_path: Path,
+                                                                         ws: Path) -> None:
+    from requiem import confinement
+    from requiem.errors import RequiemError
+
+    real = os.path.realpath(ws)
+    (tmp_path / "via-link").symlink_to(ws)
+    (ws / "sub").mkdir()
+    for name in (real, real + "/", real + "//sub/..", str(tmp_path / "via-link"),
+                 str(tmp_path / "via-link" / "sub" / "..")):
+        assert confinement.workspace_root(name) == real, name
+    assert confinement.workspace_root(os.path.relpath(real, tmp_path), base=str(tmp_path)) == real
+    (ws / "file").write_text("x")
+    for not_a_directory in (str(ws / "file"), str(ws / "missing"), str(tmp_path / "via-link" / "file")):
+        with pytest.raises(RequiemError) as refused:
+            confinement.workspace_root(not_a_directory)
+        assert refused.value.code == "invalid_request"
+
+
 def test_output_replaced_by_a_symlink_out_is_not_collected(home: Path, tmp_path: Path, ws: Path) -> None:
     code, result = run_request(home, tmp_path, {
         "command": "ln", "argv": ["-s", "/etc/passwd", "leak.txt"], "workspace_root": str(ws),
