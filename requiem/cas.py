@@ -124,8 +124,16 @@ class Cas:
         that would make its record durable writes it or fails.
         """
         if only is None and self._object_writer is not None:
-            self._write_pending_through(self._object_writer)
-            return
+            from requiem.object_writer import HelperUnavailable  # loaded with the helper
+
+            try:
+                self._write_pending_through(self._object_writer)
+                return
+            except HelperUnavailable:  # it never set itself up: this thread writes, as without one
+                with self._deferred_lock:
+                    writer, self._object_writer = self._object_writer, None
+                if writer is not None:
+                    writer.close()
         failure: OSError | None = None
         for digest in [only] if only is not None else list(self._unwritten):
             with self._write_lock:
@@ -144,12 +152,16 @@ class Cas:
 
     def _write_pending_through(self, writer: ObjectWriter) -> None:
         """_write_pending by the helper process: one round trip for every waiting object."""
+        from requiem.object_writer import HelperUnavailable  # loaded with the helper
+
         with self._write_lock:
             waiting = list(self._unwritten.items())
             if not waiting:
                 return
             try:
                 writer.write([entry for _, entry in waiting])
+            except HelperUnavailable:
+                raise
             except OSError as exc:
                 raise space_error(exc, "writing a CAS object") from None
             self._forget_written(waiting)

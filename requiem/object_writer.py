@@ -34,6 +34,10 @@ _NICENESS = 19
 _PIPE_BYTES = 1 << 20
 
 
+class HelperUnavailable(OSError):
+    """The helper ended before it was set up: nothing was given to it, its caller writes."""
+
+
 class ObjectWriter:
     """The batch's side of the helper: write(objects) returns once all are published."""
 
@@ -41,6 +45,7 @@ class ObjectWriter:
         self.pid = pid
         self._jobs = jobs
         self._answers = answers
+        self._ready = False  # its first answer, once set up, not read yet
 
     @classmethod
     def start(cls, tmp_dir: str, fsync_each: bool) -> ObjectWriter | None:
@@ -86,20 +91,10 @@ class ObjectWriter:
                 os._exit(code)
         os.close(jobs_read)
         os.close(answers_write)
-        try:
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
-            # A helper that could not set itself up is no helper: the flusher thread writes.
-            ready = pid > 0 and os.read(answers_read, len(_READY)) == _READY
-        except BaseException:  # a stop signal meanwhile: the helper reads EOF and ends
-            ready = False
-            raise
-        finally:
-            if not ready:
-                os.close(jobs_write)
-                os.close(answers_read)
-                if pid > 0:
-                    os.waitpid(pid, 0)
-        if not ready:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+        if pid < 0:
+            os.close(jobs_write)
+            os.close(answers_read)
             return None
         proc.keep_apart(pid)  # a helper, not an orphan a run's kill_tree would take
         try:
@@ -109,7 +104,16 @@ class ObjectWriter:
         return cls(pid, jobs_write, answers_read)
 
     def write(self, objects: list[tuple[bytes, str]]) -> None:
-        """Write and publish each (stored bytes, final path); raise the first OSError."""
+        """Write and publish each (stored bytes, final path); raise the first OSError
+        (HelperUnavailable, writing nothing, if the helper never set itself up)."""
+        if not self._ready:
+            # Its answer was not waited for at the start (~2 ms of a batch's): it came long ago.
+            try:
+                self._ready = os.read(self._answers, len(_READY)) == _READY
+            except OSError:
+                pass
+            if not self._ready:
+                raise HelperUnavailable(5, "the CAS object writer process did not start")  # EIO
         parts = []
         for stored, final in objects:
             path = os.fsencode(final)

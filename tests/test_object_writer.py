@@ -27,9 +27,9 @@ from requiem.cas import Cas
 cas = Cas(sys.argv[1])
 cas.defer_syncs(writer_process=True)
 helper = cas._object_writer.pid
-nice = os.getpriority(os.PRIO_PROCESS, helper) - os.getpriority(os.PRIO_PROCESS, 0)
 digests = [cas.put_bytes(b"object %d" % n).digest for n in range(50)]
-cas.sync_deferred()
+cas.sync_deferred()  # once it has answered, the helper has set itself up
+nice = os.getpriority(os.PRIO_PROCESS, helper) - os.getpriority(os.PRIO_PROCESS, 0)
 on_disk = all(os.path.exists(str(cas.object_path(d))) for d in digests)
 cas.close()
 try:
@@ -58,6 +58,34 @@ def test_small_objects_go_through_a_forked_helper_that_is_reaped(tmp_path: Path)
     cas = Cas(tmp_path / "cas")
     assert all(cas.verify_object(d) is None for d in report["digests"])
     assert list((tmp_path / "cas" / "v2" / "tmp").iterdir()) == []
+
+
+_HELPER_DEAD_AT_BIRTH = """
+import json, os, sys
+from requiem import object_writer
+from requiem.cas import Cas
+object_writer._keep_only = lambda *keep: os._exit(3)  # the helper ends before it is set up
+cas = Cas(sys.argv[1])
+cas.defer_syncs(writer_process=True)
+helper = cas._object_writer.pid
+digests = [cas.put_bytes(b"object %d" % n).digest for n in range(5)]
+cas.sync_deferred()
+try:
+    os.waitpid(helper, os.WNOHANG)
+    reaped = False
+except ChildProcessError:
+    reaped = True
+print(json.dumps({"digests": digests, "dropped": cas._object_writer is None, "reaped": reaped}))
+"""
+
+
+def test_a_helper_that_never_set_itself_up_leaves_the_writing_to_the_flusher(
+        tmp_path: Path) -> None:
+    """The batch does not wait for its helper to start; one that died first is no helper."""
+    report = json.loads(_run_script(_HELPER_DEAD_AT_BIRTH, tmp_path).stdout)
+    assert report["dropped"] and report["reaped"]
+    cas = Cas(tmp_path / "cas")
+    assert all(cas.verify_object(d) is None for d in report["digests"])
 
 
 def test_with_another_thread_running_the_flusher_thread_writes_them(tmp_path: Path) -> None:
