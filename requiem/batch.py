@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import _signal  # signal's C half: the signal module builds enums, ~2.7 ms of a batch's start
-import os
 
 from requiem import canonical, contract
 from requiem.engines import Session, Ticket
-from requiem.errors import INVALID_REQUEST, QUOTA_EXCEEDED, RequiemError
+from requiem.errors import INVALID_REQUEST, RequiemError
 from requiem.home import Home
 from requiem.json_text import compact_bytes, use_orjson
-from requiem.result_pack import named_in_line
+from requiem.results_file import ResultsFile
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every start
 if TYPE_CHECKING:
@@ -126,21 +125,28 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
     except OSError as exc:
         raise RequiemError(INVALID_REQUEST, f"cannot read {requests_path}: {exc.strerror}") from None
     work = [line for line in lines if line.strip()]
-    if len(work) >= ORJSON_FROM_LINES:
-        use_orjson()  # before any worker is forked, so that every worker has it
-    previous = _terminate_as_interrupt()
+    del lines
+    results = ResultsFile(out_path)
     try:
-        if jobs > 1 and len(work) > 1 and _forkable():
-            from requiem.workers import run_in_workers
+        if len(work) >= ORJSON_FROM_LINES:
+            use_orjson()  # before any worker is forked, so that every worker has it
+        previous = _terminate_as_interrupt()
+        try:
+            if jobs > 1 and len(work) > 1 and _forkable():
+                from requiem.workers import run_in_workers
 
-            results = run_in_workers(home, work, engine, min(jobs, len(work)))
-        else:
-            results = _in_this_process(home, work, engine)
-    finally:
-        if previous is not None:
-            _signal.signal(_signal.SIGTERM, previous)
-    return write_results([line for _, line in results],
-                         sum(1 for succeeded, _ in results if not succeeded), out_path)
+                for succeeded, line in run_in_workers(home, work, engine, min(jobs, len(work))):
+                    results.add(succeeded, line)
+                results.write_settled()
+            else:
+                _in_this_process(home, work, engine, results)
+        finally:
+            if previous is not None:
+                _signal.signal(_signal.SIGTERM, previous)
+        return results.finish()
+    except BaseException:
+        results.discard()
+        raise
 
 
 def _forkable() -> bool:
@@ -154,39 +160,21 @@ def _forkable() -> bool:
     return threading.current_thread() is threading.main_thread() and single_threaded()
 
 
-def _in_this_process(home: Home, lines: list[bytes],
-                     engine: str | None) -> list[tuple[bool, bytes]]:
-    results: list[tuple[bool, bytes]] = []
-    documents: list[str | None] = []
+def _in_this_process(home: Home, lines: list[bytes], engine: str | None,
+                     results: ResultsFile) -> None:
+    session = Session(home, group_commit=True)
 
     def report(slot: int, succeeded: bool, line: bytes, document: str | None) -> None:
-        results.append((succeeded, line))
-        documents.append(document)
+        results.add(succeeded, line, document)
+        results.write_settled(session.pack_of)
 
-    session = Session(home, group_commit=True)
     try:
         in_order(session, lines, engine, iter(range(len(lines))), report)
     finally:
         session.close()  # flushes the queued records, on an interrupt too
-    packs = session.result_packs
-    for n, (succeeded, line) in enumerate(results):  # in place: the lines are most of the memory
-        results[n] = succeeded, named_in_line(line, documents[n], packs)
-    return results
+    results.write_settled(session.pack_of)  # the last groups' packs are named now
 
 
 def result_line(result: dict[str, Any]) -> bytes:
     """One result as a line of a batch's results file."""
     return compact_bytes(result, sort_keys=False) + b"\n"
-
-
-def write_results(lines: list[bytes], failed: int, out_path: str) -> dict[str, Any]:
-    """The results file, one JSON line per request in input order (atomic); the summary."""
-    temp = f"{out_path}.{os.getpid()}.part"
-    try:
-        with open(temp, "wb") as handle:
-            handle.writelines(lines)
-        os.replace(temp, out_path)
-    except OSError as exc:
-        raise RequiemError(QUOTA_EXCEEDED, f"cannot write {out_path}: {exc.strerror}") from None
-    return {"ok": failed == 0, "requests": len(lines), "succeeded": len(lines) - failed,
-            "failed": failed, "out": os.path.abspath(out_path)}

@@ -176,10 +176,10 @@ class Session:
             if self._perturbed:
                 self._perturbed.close()
 
-    @property
-    def result_packs(self) -> dict[str, str]:
-        """Result document digest -> the pack its group commit stored it in (after close())."""
-        return self._group.packs if self._group is not None else {}
+    def pack_of(self, document: str) -> tuple[bool, str | None]:
+        """Whether the pack holding a result document (by its digest) is decided yet, and
+        the pack: None when the document is not in one (see GroupCommit.pack_of)."""
+        return self._group.pack_of(document) if self._group is not None else (True, None)
 
     def _spool(self, kind: str, payload: dict[str, Any]) -> None:
         if self._group is not None:

@@ -56,15 +56,23 @@ class GroupCommit:
         self._pending: list[tuple[str, dict[str, Any], bytes | None, bytes | spool.Unfilled]] = []
         self._changed = threading.Condition()
         self._guard: int | None = None
-        # Document digest -> the pack holding it, for the batch to name in its results lines
-        # (an entry a run, ~250 bytes, beside the ~2.5 KB results line the batch holds anyway).
-        self.packs: dict[str, str] = {}
+        # Document digest -> the pack holding it, until the batch names it in a results line;
+        # and the documents queued whose pack is not known yet.
+        self._packs: dict[str, str] = {}
+        self._packing: set[str] = set()
         self._closing = False
         self._error: BaseException | None = None
         cas.defer_syncs(writer_process=True)  # before the flusher thread: a fork needs one thread
         self._flusher = threading.Thread(target=self._flush_loop, name="requiem-group-commit",
                                          daemon=True)
         self._flusher.start()
+
+    def pack_of(self, document: str) -> tuple[bool, str | None]:
+        """Whether the pack of a result document (by its digest) is decided yet, and the pack
+        (None: not packed). A decided pack is handed out once, to the line that names it."""
+        if document in self._packing:
+            return False, None
+        return True, self._packs.pop(document, None)
 
     @staticmethod
     def packable(document: bytes) -> bool:
@@ -91,6 +99,8 @@ class GroupCommit:
             if self._guard is None:
                 self._guard = hold_shared(self._cas.root)
             self._pending.append((kind, payload, document, encoded))
+            if document is not None and payload.get("result_object"):
+                self._packing.add(payload["result_object"])
             if len(self._pending) in (1, GROUP_TARGET):  # a flusher waits for the first, or lingers
                 self._changed.notify_all()
 
@@ -151,7 +161,9 @@ class GroupCommit:
             for payload, _ in packed[done:done + len(documents)]:
                 payload["result_pack"] = pack
                 if payload.get("result_object"):
-                    self.packs[payload["result_object"]] = pack
+                    # Named before it stops being pending: pack_of() looks in the other order.
+                    self._packs[payload["result_object"]] = pack
+                    self._packing.discard(payload["result_object"])
             done += len(documents)
 
     def _fail(self, exc: BaseException) -> None:

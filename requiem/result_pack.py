@@ -40,16 +40,15 @@ def split(documents: list[bytes]) -> list[list[bytes]]:
     return packs
 
 
-def named_in_line(line: bytes, document: str | None, packs: dict[str, str]) -> bytes:
-    """A results line with the pack holding its document (`document`, the line's own
-    `result_object`) named before that key, when `packs` (document digest -> pack) holds it;
-    else as it is.
+def named_in_line(line: bytes, document: str | None, pack: str | None) -> bytes:
+    """A results line with `pack`, the pack holding its document (`document`, the line's own
+    `result_object`), named before that key; as it is without a pack.
 
     The key is found by its value, after a `{` or a `,`: a key of a nested object that merely
     ends in `result_object` (an output path, say) has an escaped quote before it, and no other
     value in the line is this document's own digest.
     """
-    if not document or (pack := packs.get(document)) is None:
+    if not document or pack is None:
         return line
     key = b'"result_object":"%s"' % document.encode()
     at = line.rfind(key)

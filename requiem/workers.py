@@ -280,12 +280,12 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
                      look_ahead=False)
         finally:
             session.close()  # the last run settled, every record durable
-        packs = session.result_packs
         frames = []
         reported.reverse()
         while reported:  # each line dropped as its frame is made: one copy of them at a time
             slot, succeeded, line, document = reported.pop()
-            line = named_in_line(line, document, packs)
+            if document:
+                line = named_in_line(line, document, session.pack_of(document)[1])
             frames.append(_RESULT.pack(len(line), slot, succeeded) + line)
         write_all(result_write, b"".join(frames))
     except KeyboardInterrupt:

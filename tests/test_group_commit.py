@@ -152,11 +152,11 @@ def test_a_result_is_found_in_its_pack_by_its_own_digest_and_nowhere_else(tmp_pa
     line = json.dumps({"stdout": '"result_object":"x"', "output_digests": nested,
                        "result_object": digest, "dual_run": {"output_digests": nested}},
                       separators=(",", ":")).encode() + b"\n"
-    named = json.loads(result_pack.named_in_line(line, digest, {digest: pack}))
+    named = json.loads(result_pack.named_in_line(line, digest, pack))
     assert list(named) == ["stdout", "output_digests", "result_pack", "result_object", "dual_run"]
     assert named["result_pack"] == pack and named["output_digests"] == nested
-    assert result_pack.named_in_line(line, digest, {}) == line
-    assert result_pack.named_in_line(line, None, {digest: pack}) == line
+    assert result_pack.named_in_line(line, digest, None) == line
+    assert result_pack.named_in_line(line, None, pack) == line
 
 
 def test_a_record_encoded_before_its_pack_is_known_is_the_same_record_filled_in() -> None:
@@ -211,6 +211,52 @@ def test_a_group_too_big_for_one_pack_is_split_and_every_document_found(
     assert list((tmp_path / "cas" / "v2" / "tmp").iterdir()) == []
 
 
+def test_a_batch_writes_its_results_as_runs_settle_and_a_killed_one_leaves_no_file(
+        home: Path, tmp_path: Path) -> None:
+    """Results are not held in memory until the end, and are handed out whole or not at all."""
+    import signal
+
+    try:
+        os.close(os.open(tmp_path, os.O_TMPFILE | os.O_WRONLY))
+    except OSError:
+        pytest.skip("this filesystem has no unnamed temp files (O_TMPFILE)")
+    requests = [{"command": "true", "workspace_root": str(tmp_path), "policy": PLAIN}] * 400
+    requests.append({"command": "sleep", "argv": ["30"], "timeout_ms": 60000,
+                     "workspace_root": str(tmp_path), "policy": PLAIN})
+    lines = tmp_path / "r.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    out = tmp_path / "o.jsonl"
+    batch = subprocess.Popen(cli_command() + ["--home", str(home), "exec", "batch", "--requests",
+                                              str(lines), "--out", str(out)])
+    try:
+        written = 0
+        deadline = time.monotonic() + 60
+        while written == 0 and time.monotonic() < deadline and batch.poll() is None:
+            time.sleep(0.1)
+            for fd in os.listdir(f"/proc/{batch.pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{batch.pid}/fd/{fd}")
+                    if target.startswith(str(tmp_path)) and target.endswith("(deleted)"):
+                        written = max(written, os.stat(f"/proc/{batch.pid}/fd/{fd}").st_size)
+                except OSError:
+                    pass
+        assert written > 0, "no results were written while the batch ran"
+    finally:
+        batch.send_signal(signal.SIGKILL)
+        batch.wait(timeout=60)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "r.jsonl"]
+
+
+def test_a_batch_with_nowhere_to_put_its_results_runs_nothing(home: Path, tmp_path: Path,
+                                                              jobs: str) -> None:
+    lines = _batch_file(tmp_path / "r.jsonl", tmp_path, 3)
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out",
+                  str(tmp_path / "no-such-dir" / "o.jsonl"), "--jobs", jobs, home=home)
+    assert got.returncode != 0 and got.json["error"]["code"] == "quota_exceeded", got.stdout
+    assert "no-such-dir" in got.json["error"]["message"]
+    assert spool.pending_records(home / "spool", "execution") == []
+
+
 @pytest.mark.slow
 def test_a_terminated_batch_still_records_the_runs_it_finished(home: Path, tmp_path: Path,
                                                               jobs: str) -> None:
@@ -230,7 +276,7 @@ def test_a_terminated_batch_still_records_the_runs_it_finished(home: Path, tmp_p
     batch.send_signal(signal.SIGTERM)
     _, stderr = batch.communicate(timeout=60)
     assert batch.returncode == 130 and "Traceback" not in stderr
-    assert not out.exists()
+    assert not out.exists() and not list(tmp_path.glob("o.jsonl.*"))  # nor its temp file
     records = spool.pending_records(home / "spool", "execution")
     cas = Cas(home / "cas")
     assert 3 <= len(records) < 200
