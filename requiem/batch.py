@@ -69,13 +69,14 @@ def _submit_line(session: Session, parsed: tuple[Any, Request | None, RequiemErr
 
 def in_order(session: Session, lines: list[bytes], engine: str | None, slots: Iterator[int],
              report: Callable[[int, bool, bytes, str | None], None],
-             look_ahead: bool = True) -> None:
+             look_ahead: bool = True, idle: Callable[[], None] | None = None) -> None:
     """Run the lines numbered by `slots`, one at a time; `report` each result as it settles
     (its slot, whether it succeeded, its results-file line, its document's digest).
 
-    Each run's bookkeeping, and (look_ahead) the next line's validation, is done while the next
-    run's command runs. Results are reported before their records are durable: the caller hands
-    them out only after closing the session (which also settles the runs an interrupt left).
+    Each run's bookkeeping, and (look_ahead) the next line's validation and then `idle`, is
+    done while the next run's command runs. Results are reported before their records are
+    durable: the caller hands them out only after closing the session (which also settles the
+    runs an interrupt left).
     """
     unreported: list[tuple[int, Ticket]] = []
     following = next(slots, None)
@@ -92,6 +93,8 @@ def in_order(session: Session, lines: list[bytes], engine: str | None, slots: It
             following = next(slots, None)
             if following is not None:
                 ahead = following, _parse(lines[following])
+            if idle is not None:
+                idle()
 
         behind = unreported[-1][1] if unreported else None
         unreported.append((slot, _submit_line(session, parsed, engine, behind,
@@ -166,10 +169,14 @@ def _in_this_process(home: Home, lines: list[bytes], engine: str | None,
 
     def report(slot: int, succeeded: bool, line: bytes, document: str | None) -> None:
         results.add(succeeded, line, document)
+        if results.waiting > 1024:  # refused or other engines' runs: no native command to wait on
+            results.write_settled(session.pack_of)
+
+    def write_settled() -> None:  # while a command runs, not between one and the next
         results.write_settled(session.pack_of)
 
     try:
-        in_order(session, lines, engine, iter(range(len(lines))), report)
+        in_order(session, lines, engine, iter(range(len(lines))), report, idle=write_settled)
     finally:
         session.close()  # flushes the queued records, on an interrupt too
     results.write_settled(session.pack_of)  # the last groups' packs are named now

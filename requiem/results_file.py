@@ -66,6 +66,11 @@ class ResultsFile:
         whose pack the line is to name once the group commit has stored it."""
         self._waiting.append((succeeded, line, document))
 
+    @property
+    def waiting(self) -> int:
+        """How many queued lines are not written yet."""
+        return len(self._waiting)
+
     def write_settled(self, pack_of: PackLookup | None = None) -> None:
         """Write the queued lines up to the first whose pack is not decided yet."""
         settled = 0
