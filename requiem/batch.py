@@ -68,10 +68,11 @@ def _submit_line(session: Session, parsed: tuple[Any, Request | None, RequiemErr
 
 
 def in_order(session: Session, lines: list[bytes], engine: str | None, slots: Iterator[int],
-             report: Callable[[int, bool, bytes, str | None], None],
+             report: Callable[[int, bool, bytes, str | None, dict[str, Any] | None], None],
              look_ahead: bool = True, idle: Callable[[], None] | None = None) -> None:
     """Run the lines numbered by `slots`, one at a time; `report` each result as it settles
-    (its slot, whether it succeeded, its results-file line, its document's digest).
+    (its slot, whether it succeeded, its results-file line, its document's digest, and its
+    history record when a group commit packs the document: see Ticket.record).
 
     Each run's bookkeeping, and (look_ahead) the next line's validation and then `idle`, is
     done while the next run's command runs. Results are reported before their records are
@@ -107,11 +108,11 @@ def in_order(session: Session, lines: list[bytes], engine: str | None, slots: It
         _report(report, done, ticket)
 
 
-def _report(report: Callable[[int, bool, bytes, str | None], None], slot: int,
-            ticket: Ticket) -> None:
+def _report(report: Callable[[int, bool, bytes, str | None, dict[str, Any] | None], None],
+            slot: int, ticket: Ticket) -> None:
     result = ticket.result()
     report(slot, result.get("ok") is True, ticket.line or result_line(result),
-           result.get("result_object"))
+           result.get("result_object"), ticket.record)
 
 
 def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
@@ -167,19 +168,19 @@ def _in_this_process(home: Home, lines: list[bytes], engine: str | None,
                      results: ResultsFile) -> None:
     session = Session(home, group_commit=True)
 
-    def report(slot: int, succeeded: bool, line: bytes, document: str | None) -> None:
-        results.add(succeeded, line, document)
+    def report(slot: int, succeeded: bool, line: bytes, document: str | None,
+               record: dict[str, Any] | None) -> None:
+        results.add(succeeded, line, document, record)
         if results.waiting > 1024:  # refused or other engines' runs: no native command to wait on
-            results.write_settled(session.pack_of)
-
-    def write_settled() -> None:  # while a command runs, not between one and the next
-        results.write_settled(session.pack_of)
+            results.write_settled()
 
     try:
-        in_order(session, lines, engine, iter(range(len(lines))), report, idle=write_settled)
+        # The settled lines are written while a command runs, not between one and the next.
+        in_order(session, lines, engine, iter(range(len(lines))), report,
+                 idle=results.write_settled)
     finally:
         session.close()  # flushes the queued records, on an interrupt too
-    results.write_settled(session.pack_of)  # the last groups' packs are named now
+    results.write_settled()  # the last groups' packs are named now
 
 
 def result_line(result: dict[str, Any]) -> bytes:

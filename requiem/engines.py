@@ -106,6 +106,9 @@ class Ticket:
         self._failure: BaseException | None = None
         # The result as one compact JSON line, when recording it produced those bytes anyway.
         self.line: bytes | None = None
+        # Its history record, when a group commit packs its result document: the flush names
+        # the pack in the record's result_pack, for the results line to name it too.
+        self.record: dict[str, Any] | None = None
 
     @property
     def settled(self) -> bool:
@@ -175,11 +178,6 @@ class Session:
             self._native.close()
             if self._perturbed:
                 self._perturbed.close()
-
-    def pack_of(self, document: str) -> tuple[bool, str | None]:
-        """Whether the pack holding a result document (by its digest) is decided yet, and
-        the pack: None when the document is not in one (see GroupCommit.pack_of)."""
-        return self._group.pack_of(document) if self._group is not None else (True, None)
 
     def _spool(self, kind: str, payload: dict[str, Any]) -> None:
         if self._group is not None:
@@ -252,8 +250,10 @@ class Session:
             return Ticket.ready(exc.to_json())
         if chosen != "requiem":
             settle_behind()
-            return Ticket.ready(self._dual(request) if chosen == "dual"
-                                else self._run_legacy(request, document))
+            other = Ticket(lambda: self._dual(request, other) if chosen == "dual"
+                           else self._run_legacy(request, document, other))
+            other.result()
+            return other
         if request.inputs:
             settle_behind()  # this run's lease is written under the guard
         try:
@@ -294,7 +294,8 @@ class Session:
     def _finish_native(self, launch: Launch, request: Request, document: Any,
                        ticket: Ticket) -> dict[str, Any]:
         def record(result: dict[str, Any]) -> None:
-            ticket.line = self._record_execution(request, result, "requiem", dual_run=False)
+            ticket.line = self._record_execution(request, result, "requiem", dual_run=False,
+                                                 ticket=ticket)
 
         try:
             return launch.finish(record)
@@ -305,17 +306,17 @@ class Session:
         finally:
             launch.close()
 
-    def _run_legacy(self, request: Request, document: Any) -> dict[str, Any]:
+    def _run_legacy(self, request: Request, document: Any, ticket: Ticket) -> dict[str, Any]:
         try:
             result = self._legacy().run(request)
         except RequiemError as exc:
             self._record_refusal(document, request, exc, "rust")
             return exc.to_json()
         with write_guard(self.cas.root):
-            self._record_execution(request, result, "rust", dual_run=False)
+            self._record_execution(request, result, "rust", dual_run=False, ticket=ticket)
         return result
 
-    def _dual(self, request: Request) -> dict[str, Any]:
+    def _dual(self, request: Request, ticket: Ticket) -> dict[str, Any]:
         try:
             legacy = self._legacy()
             secondary_engine = legacy.name
@@ -332,7 +333,7 @@ class Session:
                                       (self.home.root_location, self.home.cas_location))
             try:
                 primary = self._native.run(request, lambda r: self._record_execution(
-                    request, r, "requiem", dual_run=True))
+                    request, r, "requiem", dual_run=True, ticket=ticket))
             except RequiemError as exc:
                 self._record_refusal(request.document, request, exc, "dual")
                 return exc.to_json()
@@ -391,14 +392,17 @@ class Session:
         return self.cas.put_bytes(canonical.stable_dumps(document)).digest
 
     def _record_execution(self, request: Request, result: dict[str, Any], engine: str,
-                          dual_run: bool) -> bytes:
+                          dual_run: bool, ticket: Ticket | None = None) -> bytes:
         """Store the request object and the result document and spool the run's record; return
-        the result as one compact JSON line (the document and its own digest)."""
+        the result as one compact JSON line (the document and its own digest). The ticket of
+        the run whose result this is keeps the record, if the document goes into a pack."""
         request_bytes, result_bytes = _objects_of(request, result)
         self.cas.put_bytes(request_bytes, digest=result["request_object"])
         record = _execution_record(request, result, engine, dual_run)
         if self._group is not None and self._group.packable(result_bytes):
             self._group.add("execution", record, document=result_bytes)  # into the group's pack
+            if ticket is not None:
+                ticket.record = record
         else:
             self.cas.put_bytes(result_bytes, digest=result["result_object"], fresh=True)
             self._spool("execution", record)

@@ -56,23 +56,12 @@ class GroupCommit:
         self._pending: list[tuple[str, dict[str, Any], bytes | None, bytes | spool.Unfilled]] = []
         self._changed = threading.Condition()
         self._guard: int | None = None
-        # Document digest -> the pack holding it, until the batch names it in a results line;
-        # and the documents queued whose pack is not known yet.
-        self._packs: dict[str, str] = {}
-        self._packing: set[str] = set()
         self._closing = False
         self._error: BaseException | None = None
         cas.defer_syncs(writer_process=True)  # before the flusher thread: a fork needs one thread
         self._flusher = threading.Thread(target=self._flush_loop, name="requiem-group-commit",
                                          daemon=True)
         self._flusher.start()
-
-    def pack_of(self, document: str) -> tuple[bool, str | None]:
-        """Whether the pack of a result document (by its digest) is decided yet, and the pack
-        (None: not packed). A decided pack is handed out once, to the line that names it."""
-        if document in self._packing:
-            return False, None
-        return True, self._packs.pop(document, None)
 
     @staticmethod
     def packable(document: bytes) -> bool:
@@ -82,7 +71,8 @@ class GroupCommit:
     def add(self, kind: str, payload: dict[str, Any], document: bytes | None = None) -> None:
         """Queue one record; called while the caller holds the write guard. `document` (a
         run's result as compact JSON) goes into the group's pack, which the flush names in the
-        record's `result_pack`.
+        record's `result_pack` (set in `payload` itself: the caller may read it from there, once
+        it is no longer None, from any thread).
 
         The record is encoded here, in the caller's thread: a batch calls this while its next
         command runs, and the flusher thread would hold the GIL against the runs doing it.
@@ -99,8 +89,6 @@ class GroupCommit:
             if self._guard is None:
                 self._guard = hold_shared(self._cas.root)
             self._pending.append((kind, payload, document, encoded))
-            if document is not None and payload.get("result_object"):
-                self._packing.add(payload["result_object"])
             if len(self._pending) in (1, GROUP_TARGET):  # a flusher waits for the first, or lingers
                 self._changed.notify_all()
 
@@ -159,11 +147,7 @@ class GroupCommit:
         for documents in result_pack.split([document for _, document in packed]):
             pack = self._cas.put_bytes(result_pack.pack(documents), fresh=True).digest
             for payload, _ in packed[done:done + len(documents)]:
-                payload["result_pack"] = pack
-                if payload.get("result_object"):
-                    # Named before it stops being pending: pack_of() looks in the other order.
-                    self._packs[payload["result_object"]] = pack
-                    self._packing.discard(payload["result_object"])
+                payload["result_pack"] = pack  # and the caller, holding the record, sees it
             done += len(documents)
 
     def _fail(self, exc: BaseException) -> None:

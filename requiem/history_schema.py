@@ -1,7 +1,8 @@
 """The history database's schema: tables, migrations, and how each spool record maps to a row.
 
 Schema version 3 (every table has `record_id` VARCHAR, the BLAKE3 id of the spool record, and
-`recorded_at` TIMESTAMP, UTC, when the producer wrote it):
+`recorded_at` TIMESTAMP, UTC, when the producer made the record: a batch makes it as the run
+ends and writes it with its group):
 
 - `schema_migrations(version, description, applied_at)`: one row per applied migration.
 - `executions`: one row per "execution" record: `engine`, `request_id`, `request_digest`,

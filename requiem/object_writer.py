@@ -13,6 +13,7 @@ it finished) and ends when its pipe closes, which also happens when the batch di
 from __future__ import annotations
 
 import _signal  # signal's C half: the signal module builds enums, ~2.7 ms of a batch's start
+import errno
 import fcntl
 import os
 import struct
@@ -91,17 +92,26 @@ class ObjectWriter:
                 os._exit(code)
         os.close(jobs_read)
         os.close(answers_write)
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
-        if pid < 0:
-            os.close(jobs_write)
-            os.close(answers_read)
-            return None
-        proc.keep_apart(pid)  # a helper, not an orphan a run's kill_tree would take
+        if pid > 0:
+            proc.keep_apart(pid)  # a helper, not an orphan a run's kill_tree would take
         try:
-            fcntl.fcntl(jobs_write, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-        except OSError:
-            pass  # the default 64 KiB: the batch waits on the pipe a little more often
-        return cls(pid, jobs_write, answers_read)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)  # a stop signal held back lands here
+            if pid < 0:
+                raise OSError(errno.EAGAIN, "fork refused")
+            try:
+                fcntl.fcntl(jobs_write, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+            except OSError:
+                pass  # the default 64 KiB: the batch waits on the pipe a little more often
+            return cls(pid, jobs_write, answers_read)
+        except BaseException as exc:
+            os.close(jobs_write)  # the helper reads end-of-file and ends
+            os.close(answers_read)
+            if pid > 0:
+                os.waitpid(pid, 0)
+                proc.keep_apart(pid, kept=False)
+            if isinstance(exc, OSError):
+                return None  # no helper: the flusher thread writes
+            raise
 
     def write(self, objects: list[tuple[bytes, str]]) -> None:
         """Write and publish each (stored bytes, final path); raise the first OSError

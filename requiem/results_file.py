@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 from requiem.cas_writer import write_all
 from requiem.errors import QUOTA_EXCEEDED, RequiemError
@@ -11,10 +12,7 @@ from requiem.result_pack import named_in_line
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every start
 if TYPE_CHECKING:
-    from typing import Any, Callable
-
-    # A result document's digest -> (whether its pack is decided yet, the pack or None).
-    PackLookup = Callable[[str], tuple[bool, str | None]]
+    from typing import Any
 
 # Settled lines are written in chunks about this size: one write every hundred runs or so.
 _CHUNK_BYTES = 256 << 10
@@ -24,60 +22,81 @@ class ResultsFile:
     """Result lines written to a temp file in `out_path`'s directory as they settle, put in
     place by finish() (so a batch's results appear whole or not at all) or dropped by discard().
 
-    A line waits only until the group commit has named the pack holding its result document:
-    a batch holds a few groups' lines, not every line of its run (~2.6 KB each).
+    In a --jobs 1 batch a line waits only until the group commit has named the pack holding its
+    result document, so the batch holds a few groups' lines, not every line of its run (~2.6 KB
+    each); a --jobs N batch hands its workers' lines over at the end.
     """
 
     def __init__(self, out_path: str) -> None:
         self.out_path = out_path
         self._name = os.path.basename(out_path)
-        self._temp_name = f"{self._name}.{os.getpid()}.part"
-        # Opened before any request runs: a batch with nowhere to put its results runs nothing.
-        # Unnamed where the filesystem can (O_TMPFILE), so a batch killed outright leaves no
-        # file behind; named beside the results file elsewhere.
-        self._unnamed = True
+        self._temp_name: str | None = None  # while the file is unnamed
         self._fd: int | None = None
+        self._dir: int | None = None
+        # Opened before any request runs: a batch with nowhere to put its results runs nothing.
         try:
-            self._dir: int | None = os.open(os.path.dirname(out_path) or ".",
-                                            os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise self._error(exc) from None
-        try:
+            self._dir = os.open(os.path.dirname(out_path) or ".",
+                                os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                self._fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666,
-                                   dir_fd=self._dir)
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                    raise
-                self._unnamed = False
-                self._fd = os.open(self._temp_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-                                   | os.O_CLOEXEC, 0o666, dir_fd=self._dir)
+                if stat.S_ISDIR(os.stat(self._name, dir_fd=self._dir).st_mode):
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            except FileNotFoundError:
+                pass
+            self._fd = self._unnamed_file()
+            if self._fd is None:
+                self._temp_name, self._fd = self._named_file()
         except OSError as exc:
             self.discard()
             raise self._error(exc) from None
-        self._waiting: list[tuple[bool, bytes, str | None]] = []
+        self._waiting: list[tuple[bool, bytes, str | None, dict[str, Any] | None]] = []
         self._chunk: list[bytes] = []
         self._chunk_bytes = 0
         self.requests = 0
         self.failed = 0
 
-    def add(self, succeeded: bool, line: bytes, document: str | None = None) -> None:
-        """Queue one request's result line; `document`: the digest of its result document,
-        whose pack the line is to name once the group commit has stored it."""
-        self._waiting.append((succeeded, line, document))
+    def _unnamed_file(self) -> int | None:
+        """An unnamed file in the directory (O_TMPFILE: a batch killed outright leaves none
+        behind), or None where the filesystem or a missing /proc cannot give one a name later."""
+        try:
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=self._dir)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                return None
+            raise
+        if not os.path.exists(f"/proc/self/fd/{fd}"):  # finish() names it through /proc
+            os.close(fd)
+            return None
+        return fd
+
+    def _named_file(self) -> tuple[str, int]:
+        """A new temp file beside the results file, under a name no other batch holds."""
+        while True:
+            name = f"{self._name}.{os.urandom(6).hex()}.part"
+            try:
+                return name, os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                                     0o666, dir_fd=self._dir)
+            except FileExistsError:
+                continue
 
     @property
     def waiting(self) -> int:
         """How many queued lines are not written yet."""
         return len(self._waiting)
 
-    def write_settled(self, pack_of: PackLookup | None = None) -> None:
-        """Write the queued lines up to the first whose pack is not decided yet."""
+    def add(self, succeeded: bool, line: bytes, document: str | None = None,
+            record: dict[str, Any] | None = None) -> None:
+        """Queue one request's result line. `record`: its history record, when a group commit
+        packs its result document (`document`, by digest): the line waits for the flush to
+        name the pack in the record's result_pack, and then names it too."""
+        self._waiting.append((succeeded, line, document, record))
+
+    def write_settled(self) -> None:
+        """Write the queued lines up to the first whose pack is not named yet."""
         settled = 0
-        for succeeded, line, document in self._waiting:
-            if document and pack_of is not None:
-                decided, pack = pack_of(document)
-                if not decided:
+        for succeeded, line, document, record in self._waiting:
+            if record is not None:
+                pack = record.get("result_pack")  # set by the flusher thread
+                if pack is None:
                     break
                 line = named_in_line(line, document, pack)
             self._chunk.append(line)
@@ -96,27 +115,38 @@ class ResultsFile:
             raise RuntimeError(f"{len(self._waiting)} results were never settled")
         self._write_chunk()
         try:
-            if self._unnamed:  # a name first: linkat cannot replace a file already there
-                # With a directory descriptor, os.link is linkat(..., AT_SYMLINK_FOLLOW).
-                os.link(f"/proc/self/fd/{self._fd}", self._temp_name, dst_dir_fd=self._dir)
-                self._unnamed = False
+            if self._temp_name is None:  # a name first: linkat cannot replace a file there
+                self._temp_name = self._link_temp_name()
             os.replace(self._temp_name, self._name, src_dir_fd=self._dir, dst_dir_fd=self._dir)
         except OSError as exc:
             self.discard()
             raise self._error(exc) from None
+        self._temp_name = None
         self._close()
         return {"ok": self.failed == 0, "requests": self.requests,
                 "succeeded": self.requests - self.failed, "failed": self.failed,
                 "out": os.path.abspath(self.out_path)}
 
-    def discard(self) -> None:
-        """Remove the temp file (a batch that failed or was interrupted hands out no results)."""
-        if not self._unnamed and self._dir is not None:
+    def _link_temp_name(self) -> str:
+        while True:
+            name = f"{self._name}.{os.urandom(6).hex()}.part"
             try:
+                # With a directory descriptor, os.link is linkat(..., AT_SYMLINK_FOLLOW).
+                os.link(f"/proc/self/fd/{self._fd}", name, dst_dir_fd=self._dir)
+                return name
+            except FileExistsError:
+                continue
+
+    def discard(self) -> None:
+        """Drop the temp file (a batch that failed or was interrupted hands out no results)."""
+        try:
+            if self._temp_name is not None and self._dir is not None:
                 os.unlink(self._temp_name, dir_fd=self._dir)
-            except FileNotFoundError:
-                pass
-        self._close()
+        except OSError:
+            pass  # a temp file left behind is no reason to hide why the batch stopped
+        finally:
+            self._temp_name = None
+            self._close()
 
     def _close(self) -> None:
         fd, self._fd = self._fd, None

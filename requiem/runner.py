@@ -210,15 +210,15 @@ class Runner:
                 backend.close()
 
     def captures_ahead(self) -> None:
-        """Make the next run's stdout and stderr captures now: a batch calls this while a
-        command runs, so the next one starts ~12 us sooner after it ends."""
+        """Make the next run's stdout and stderr captures now, if it can: a batch calls this
+        while a command runs, so the next one starts ~12 us sooner after it ends. One that
+        cannot be made (a full disk, no descriptor left) is the next run's failure, not this
+        one's: captures() tries again there."""
         if self._captures_ahead is None:
-            stdout = self.cas.writer()
             try:
-                self._captures_ahead = stdout, self.cas.writer()
-            except BaseException:
-                stdout.abort()
-                raise
+                self._captures_ahead = self.captures()
+            except Exception:
+                pass
 
     def captures(self) -> tuple[CasWriter, CasWriter]:
         """A run's stdout and stderr captures: the ones made ahead, or new ones."""
@@ -392,7 +392,7 @@ class Launch:
         command ends, the guard's five syscalls stood between one command and the next. One
         still running at collect()'s first check lets go of it, so no GC waits on a long command.
         """
-        if self._guard_ahead is None and self._exit is None:
+        if self._guard_ahead is None:
             guard = write_guard(self.runner.cas.root)
             if guard.try_enter():
                 self._held.append(guard)
@@ -415,6 +415,7 @@ class Launch:
                 remaining = self._deadline - time.monotonic()
                 if remaining <= 0:
                     reason = "timeout"
+                    self._let_go_of_guard_ahead()  # killing its tree may take long
                     break
                 exit_info = child.wait(min(remaining, _POLL_SECONDS))
                 if exit_info is not None:

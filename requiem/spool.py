@@ -107,7 +107,7 @@ class Unfilled:
 
     def filled(self, digest: str) -> bytes:
         """The record's spool line, `digest` (64 hex digits) in the field."""
-        if len(digest) != len(self._placeholder) or not digest.isascii():
+        if len(digest) != len(self._placeholder) or digest.strip("0123456789abcdef"):
             raise ValueError(f"not a digest: {digest!r}")
         at = self._at
         body = b"%s%s%s" % (self._body[:at], digest.encode(), self._body[at + len(digest):])

@@ -267,10 +267,11 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
             signal.signal(signum, _stop)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     # Sent when the records are durable, in one go: no wakeup per run.
-    reported: list[tuple[int, bool, bytes, str | None]] = []
+    reported: list[tuple[int, bool, bytes, str | None, dict[str, Any] | None]] = []
 
-    def report(slot: int, succeeded: bool, line: bytes, document: str | None) -> None:
-        reported.append((slot, succeeded, line, document))
+    def report(slot: int, succeeded: bool, line: bytes, document: str | None,
+               record: dict[str, Any] | None) -> None:
+        reported.append((slot, succeeded, line, document, record))
 
     try:
         session = Session(home, group_commit=True)
@@ -283,9 +284,9 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
         frames = []
         reported.reverse()
         while reported:  # each line dropped as its frame is made: one copy of them at a time
-            slot, succeeded, line, document = reported.pop()
-            if document:
-                line = named_in_line(line, document, session.pack_of(document)[1])
+            slot, succeeded, line, document, record = reported.pop()
+            if record is not None:
+                line = named_in_line(line, document, record["result_pack"])
             frames.append(_RESULT.pack(len(line), slot, succeeded) + line)
         write_all(result_write, b"".join(frames))
     except KeyboardInterrupt:

@@ -247,14 +247,68 @@ def test_a_batch_writes_its_results_as_runs_settle_and_a_killed_one_leaves_no_fi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "r.jsonl"]
 
 
+@pytest.mark.parametrize("out", ["no-such-dir/o.jsonl", "a-directory"])
 def test_a_batch_with_nowhere_to_put_its_results_runs_nothing(home: Path, tmp_path: Path,
-                                                              jobs: str) -> None:
+                                                              jobs: str, out: str) -> None:
     lines = _batch_file(tmp_path / "r.jsonl", tmp_path, 3)
-    got = run_cli("exec", "batch", "--requests", str(lines), "--out",
-                  str(tmp_path / "no-such-dir" / "o.jsonl"), "--jobs", jobs, home=home)
+    (tmp_path / "a-directory").mkdir()
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(tmp_path / out),
+                  "--jobs", jobs, home=home)
     assert got.returncode != 0 and got.json["error"]["code"] == "quota_exceeded", got.stdout
-    assert "no-such-dir" in got.json["error"]["message"]
+    assert out in got.json["error"]["message"]
     assert spool.pending_records(home / "spool", "execution") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-directory", "home", "r.jsonl"]
+
+
+def test_a_results_file_is_put_in_place_beside_other_batches_temp_files(tmp_path: Path) -> None:
+    from requiem.results_file import ResultsFile
+
+    out = tmp_path / "o.jsonl"
+    stale = tmp_path / f"o.jsonl.{os.getpid()}.part"  # as earlier code named its temp file
+    stale.write_text("left by a batch killed long ago\n")
+    results = ResultsFile(str(out))
+    results.add(True, b'{"ok":true}\n')
+    results.add(False, b'{"ok":false}\n')
+    results.write_settled()
+    assert results.finish() == {"ok": False, "requests": 2, "succeeded": 1, "failed": 1,
+                                "out": str(out)}
+    assert out.read_bytes() == b'{"ok":true}\n{"ok":false}\n'
+    assert stale.read_text() == "left by a batch killed long ago\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.jsonl", stale.name]
+
+
+@pytest.mark.parametrize("engine", ["requiem", "dual"])
+def test_every_results_line_names_the_pack_holding_its_document(home: Path, tmp_path: Path,
+                                                               jobs: str, engine: str) -> None:
+    lines = _batch_file(tmp_path / "r.jsonl", tmp_path, 5)
+    out = tmp_path / "o.jsonl"
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(out), "--jobs", jobs,
+                  "--engine", engine, home=home)
+    assert got.returncode == 0, got.stdout + got.stderr
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    cas = Cas(home / "cas")
+    assert len(results) == 5 and all(r["result_pack"] and result_stored(cas, r) for r in results)
+    assert [cas.read_bytes(r["stdout_digest"]) for r in results] == [
+        f"run {n}\n".encode() for n in range(5)]  # in input order
+
+
+def test_identical_result_documents_each_get_their_records_pack(tmp_path: Path) -> None:
+    """A legacy engine may answer the same bytes twice: each record is named in its own line."""
+    from requiem.cas_guard import write_guard
+    from requiem.group_commit import GroupCommit
+    from requiem.hashing import hash_bytes
+
+    cas = Cas(tmp_path / "cas")
+    group = GroupCommit(cas, tmp_path / "spool")
+    document = b'{"same":"bytes"}'
+    records = [{"request_id": f"r{n}", "result_object": hash_bytes(document), "result_pack": None}
+               for n in range(2)]
+    with write_guard(cas.root):
+        for record in records:
+            group.add("execution", record, document=document)
+    group.close()
+    assert records[0]["result_pack"] and records[1]["result_pack"]
+    assert all(result_stored(cas, r) for r in records)
 
 
 @pytest.mark.slow
