@@ -43,6 +43,7 @@ MAX_DEFERRED = 256
 MAX_UNWRITTEN_BYTES = 16 << 20
 # Empty temp files a group commit keeps ready (each holds a descriptor).
 MAX_SPARE_TEMPS = 64
+_SPARES_AT_LEAST = 4
 # A temp file whose writer died is garbage; one whose writer lives is a put in progress.
 _STALE_TEMP_SECONDS = 24 * 3600
 
@@ -73,6 +74,7 @@ class Cas:
         # With a group commit on, its flusher thread makes temp files ahead and removes
         # discarded ones behind (a create or an unlink costs ~0.2 ms here), off the runs' path.
         self._spare_temps: list[tuple[str, IO[bytes]]] = []
+        self._temps_used = 0  # temp files taken and not given back since the last housekeep()
         self._discarded: list[str] = []
         # Small objects put but not yet on disk, digest -> (header and content, final path):
         # with a group commit its flusher writes them, so a batch's runs never wait on a file
@@ -209,6 +211,7 @@ class Cas:
     def _open_temp(self) -> tuple[str, IO[bytes]]:
         """A new, empty temp file for one object: one made ahead if there is one."""
         with self._deferred_lock:
+            self._temps_used += 1
             if self._spare_temps:
                 return self._spare_temps.pop()
         path = self._new_temp_path()
@@ -231,6 +234,7 @@ class Cas:
                 except OSError:
                     return False
             self._spare_temps.append((path, handle))
+            self._temps_used -= 1
             return True
 
     def _discard_temp(self, path: str) -> None:
@@ -242,10 +246,14 @@ class Cas:
         _unlink_quietly(path)
 
     def housekeep(self, spare: int = 32) -> None:
-        """For a group commit's flusher: remove discarded temp files, make `spare` ahead."""
+        """For a group commit's flusher: remove discarded temp files, and make temp files
+        ahead, up to `spare`: twice as many as the writers used up since the last call, and a
+        few at least. A batch whose captures all come back empty keeps a few (close() removes
+        them: 32 cost it ~1.5 ms); one that stores outputs, as many as it uses."""
         with self._deferred_lock:
             discarded, self._discarded = self._discarded, []
-            wanted = spare - len(self._spare_temps)
+            used, self._temps_used = self._temps_used, 0
+            wanted = min(spare, max(_SPARES_AT_LEAST, 2 * used)) - len(self._spare_temps)
         for path in discarded:
             _unlink_quietly(path)
         made = []
