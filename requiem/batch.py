@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Iterator
 
     from requiem.contract import Request
+    from requiem.group_commit import PackName
 
 MAX_JOBS = 64
 # From this many lines a batch encodes with orjson. Its import costs ~24 ms (it loads
@@ -68,11 +69,11 @@ def _submit_line(session: Session, parsed: tuple[Any, Request | None, RequiemErr
 
 
 def in_order(session: Session, lines: list[bytes], engine: str | None, slots: Iterator[int],
-             report: Callable[[int, bool, bytes, str | None, dict[str, Any] | None], None],
+             report: Callable[[int, bool, bytes, str | None, PackName | None], None],
              look_ahead: bool = True, idle: Callable[[], None] | None = None) -> None:
     """Run the lines numbered by `slots`, one at a time; `report` each result as it settles
-    (its slot, whether it succeeded, its results-file line, its document's digest, and its
-    history record when a group commit packs the document: see Ticket.record).
+    (its slot, whether it succeeded, its results-file line, its document's digest, and where
+    the group commit names the pack holding the document, when it packs it).
 
     Each run's bookkeeping, and (look_ahead) the next line's validation and then `idle`, is
     done while the next run's command runs. Results are reported before their records are
@@ -108,11 +109,11 @@ def in_order(session: Session, lines: list[bytes], engine: str | None, slots: It
         _report(report, done, ticket)
 
 
-def _report(report: Callable[[int, bool, bytes, str | None, dict[str, Any] | None], None],
+def _report(report: Callable[[int, bool, bytes, str | None, PackName | None], None],
             slot: int, ticket: Ticket) -> None:
     result = ticket.result()
     report(slot, result.get("ok") is True, ticket.line or result_line(result),
-           result.get("result_object"), ticket.record)
+           result.get("result_object"), ticket.pack)
 
 
 def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
@@ -144,10 +145,10 @@ def run_batch(home: Home, requests_path: str, out_path: str, jobs: int = 1,
                 results.write_settled()
             else:
                 _in_this_process(home, work, engine, results)
+            return results.finish()  # under the handler: a SIGTERM now is an interrupt too
         finally:
             if previous is not None:
                 _signal.signal(_signal.SIGTERM, previous)
-        return results.finish()
     except BaseException:
         results.discard()
         raise
@@ -167,17 +168,27 @@ def _forkable() -> bool:
 def _in_this_process(home: Home, lines: list[bytes], engine: str | None,
                      results: ResultsFile) -> None:
     session = Session(home, group_commit=True)
+    failed: list[RequiemError] = []
+
+    def write_meanwhile() -> None:
+        """The settled lines written while a command runs, not between one and the next. A
+        failure to write them is raised once that command has ended and is recorded."""
+        if not failed:
+            try:
+                results.write_settled()
+            except RequiemError as exc:
+                failed.append(exc)
 
     def report(slot: int, succeeded: bool, line: bytes, document: str | None,
-               record: dict[str, Any] | None) -> None:
-        results.add(succeeded, line, document, record)
+               pack: PackName | None) -> None:
+        if failed:
+            raise failed[0]
+        results.add(succeeded, line, document, pack)
         if results.waiting > 1024:  # refused or other engines' runs: no native command to wait on
             results.write_settled()
 
     try:
-        # The settled lines are written while a command runs, not between one and the next.
-        in_order(session, lines, engine, iter(range(len(lines))), report,
-                 idle=results.write_settled)
+        in_order(session, lines, engine, iter(range(len(lines))), report, idle=write_meanwhile)
     finally:
         session.close()  # flushes the queued records, on an interrupt too
     results.write_settled()  # the last groups' packs are named now

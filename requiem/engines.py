@@ -19,7 +19,7 @@ from requiem.spool import write_record
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
     from typing import Any, Callable
-    from requiem.group_commit import GroupCommit
+    from requiem.group_commit import GroupCommit, PackName
     from requiem.runner import Launch
 
 ENGINE_NAMES = ("requiem", "rust", "dual")
@@ -106,9 +106,9 @@ class Ticket:
         self._failure: BaseException | None = None
         # The result as one compact JSON line, when recording it produced those bytes anyway.
         self.line: bytes | None = None
-        # Its history record, when a group commit packs its result document: the flush names
-        # the pack in the record's result_pack, for the results line to name it too.
-        self.record: dict[str, Any] | None = None
+        # Where a group commit names the pack holding its result document, if it packs it,
+        # for the results line to name it too.
+        self.pack: PackName | None = None
 
     @property
     def settled(self) -> bool:
@@ -395,14 +395,14 @@ class Session:
                           dual_run: bool, ticket: Ticket | None = None) -> bytes:
         """Store the request object and the result document and spool the run's record; return
         the result as one compact JSON line (the document and its own digest). The ticket of
-        the run whose result this is keeps the record, if the document goes into a pack."""
+        the run whose result this is learns where its pack is named, if it goes into one."""
         request_bytes, result_bytes = _objects_of(request, result)
         self.cas.put_bytes(request_bytes, digest=result["request_object"])
         record = _execution_record(request, result, engine, dual_run)
         if self._group is not None and self._group.packable(result_bytes):
-            self._group.add("execution", record, document=result_bytes)  # into the group's pack
+            named = self._group.add("execution", record, document=result_bytes)  # into the pack
             if ticket is not None:
-                ticket.record = record
+                ticket.pack = named
         else:
             self.cas.put_bytes(result_bytes, digest=result["result_object"], fresh=True)
             self._spool("execution", record)

@@ -19,9 +19,19 @@ MAX_PENDING = 1024
 # How long the flusher waits for a fuller group, and the group size that ends the wait early.
 LINGER_SECONDS = 0.02
 GROUP_TARGET = 64
-# Temp files made ahead before the first group (later ones top up to the store's default): a
-# batch of one request would otherwise create and remove dozens it never uses.
+# Temp files made ahead before the first group (later ones as many as the runs use up: see
+# Cas.housekeep): a batch of one request would otherwise create and remove dozens it never uses.
 FIRST_SPARES = 4
+
+
+class PackName:
+    """Where the flush names the pack holding one run's result document, for its results line
+    (a slot, not the record: a --jobs N worker holds one a run until its last flush)."""
+
+    __slots__ = ("digest",)
+
+    def __init__(self) -> None:
+        self.digest: str | None = None  # set by the flusher thread
 
 
 class GroupCommit:
@@ -52,8 +62,9 @@ class GroupCommit:
         self._cas = cas
         self._spool_dir = spool_dir
         # (kind, payload, the run's result document to pack or None, the record encoded: its
-        # spool line, or one whose result_pack the flush fills in)
-        self._pending: list[tuple[str, dict[str, Any], bytes | None, bytes | spool.Unfilled]] = []
+        # spool line, or one whose result_pack the flush fills in, and where the pack is named)
+        self._pending: list[tuple[str, dict[str, Any], bytes | None, bytes | spool.Unfilled,
+                                  PackName | None]] = []
         self._changed = threading.Condition()
         self._guard: int | None = None
         self._closing = False
@@ -68,11 +79,11 @@ class GroupCommit:
         """Whether a result document goes into the group's pack (else it is an object alone)."""
         return len(document) <= result_pack.MAX_PACKED_DOCUMENT
 
-    def add(self, kind: str, payload: dict[str, Any], document: bytes | None = None) -> None:
+    def add(self, kind: str, payload: dict[str, Any],
+            document: bytes | None = None) -> PackName | None:
         """Queue one record; called while the caller holds the write guard. `document` (a
         run's result as compact JSON) goes into the group's pack, which the flush names in the
-        record's `result_pack` (set in `payload` itself: the caller may read it from there, once
-        it is no longer None, from any thread).
+        record's `result_pack` and in the PackName returned (None without a document).
 
         The record is encoded here, in the caller's thread: a batch calls this while its next
         command runs, and the flusher thread would hold the GIL against the runs doing it.
@@ -88,9 +99,11 @@ class GroupCommit:
                 raise self._error
             if self._guard is None:
                 self._guard = hold_shared(self._cas.root)
-            self._pending.append((kind, payload, document, encoded))
+            named = None if document is None else PackName()
+            self._pending.append((kind, payload, document, encoded, named))
             if len(self._pending) in (1, GROUP_TARGET):  # a flusher waits for the first, or lingers
                 self._changed.notify_all()
+        return named
 
     def close(self) -> None:
         """Flush what is queued and stop; a failed flush's error is raised here."""
@@ -133,21 +146,24 @@ class GroupCommit:
             spool.append_lines(self._spool_dir, [
                 (kind, encoded.filled(payload["result_pack"])
                  if isinstance(encoded, spool.Unfilled) else encoded)
-                for kind, payload, _, encoded in records])
+                for kind, payload, _, encoded, _ in records])
             with self._changed:
                 if not self._pending:
                     self._release_guard()
             self._cas.housekeep()
 
-    def _pack_documents(self, records: list[tuple[str, dict[str, Any], bytes | None, Any]]) -> None:
+    def _pack_documents(self, records: list[tuple[str, dict[str, Any], bytes | None, Any,
+                                                  PackName | None]]) -> None:
         """Store the group's result documents as packs and name each one in its records."""
-        packed = [(payload, document) for _, payload, document, _ in records
+        packed = [(payload, document, named) for _, payload, document, _, named in records
                   if document is not None]
         done = 0
-        for documents in result_pack.split([document for _, document in packed]):
+        for documents in result_pack.split([document for _, document, _ in packed]):
             pack = self._cas.put_bytes(result_pack.pack(documents), fresh=True).digest
-            for payload, _ in packed[done:done + len(documents)]:
-                payload["result_pack"] = pack  # and the caller, holding the record, sees it
+            for payload, _, named in packed[done:done + len(documents)]:
+                payload["result_pack"] = pack
+                if named is not None:
+                    named.digest = pack
             done += len(documents)
 
     def _fail(self, exc: BaseException) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _signal  # signal's C half: the signal module builds enums, ~2.7 ms of a batch's start
 import errno
 import os
 import stat
@@ -13,6 +14,8 @@ from requiem.result_pack import named_in_line
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every start
 if TYPE_CHECKING:
     from typing import Any
+
+    from requiem.group_commit import PackName
 
 # Settled lines are written in chunks about this size: one write every hundred runs or so.
 _CHUNK_BYTES = 256 << 10
@@ -29,7 +32,7 @@ class ResultsFile:
 
     def __init__(self, out_path: str) -> None:
         self.out_path = out_path
-        self._name = os.path.basename(out_path)
+        self._name = os.path.basename(out_path)  # "" for a path ending in "/": a directory
         self._temp_name: str | None = None  # while the file is unnamed
         self._fd: int | None = None
         self._dir: int | None = None
@@ -38,17 +41,19 @@ class ResultsFile:
             self._dir = os.open(os.path.dirname(out_path) or ".",
                                 os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                if stat.S_ISDIR(os.stat(self._name, dir_fd=self._dir).st_mode):
+                if not self._name or stat.S_ISDIR(os.stat(self._name, dir_fd=self._dir).st_mode):
                     raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
             except FileNotFoundError:
                 pass
             self._fd = self._unnamed_file()
             if self._fd is None:
                 self._temp_name, self._fd = self._named_file()
-        except OSError as exc:
+        except BaseException as exc:
             self.discard()
-            raise self._error(exc) from None
-        self._waiting: list[tuple[bool, bytes, str | None, dict[str, Any] | None]] = []
+            if isinstance(exc, OSError):
+                raise self._error(exc) from None
+            raise
+        self._waiting: list[tuple[bool, bytes, str | None, PackName | None]] = []
         self._chunk: list[bytes] = []
         self._chunk_bytes = 0
         self.requests = 0
@@ -84,21 +89,20 @@ class ResultsFile:
         return len(self._waiting)
 
     def add(self, succeeded: bool, line: bytes, document: str | None = None,
-            record: dict[str, Any] | None = None) -> None:
-        """Queue one request's result line. `record`: its history record, when a group commit
-        packs its result document (`document`, by digest): the line waits for the flush to
-        name the pack in the record's result_pack, and then names it too."""
-        self._waiting.append((succeeded, line, document, record))
+            pack: PackName | None = None) -> None:
+        """Queue one request's result line. `pack`: where a group commit that packs its result
+        document (`document`, by digest) names the pack; the line waits for it, then names it
+        too."""
+        self._waiting.append((succeeded, line, document, pack))
 
     def write_settled(self) -> None:
         """Write the queued lines up to the first whose pack is not named yet."""
         settled = 0
-        for succeeded, line, document, record in self._waiting:
-            if record is not None:
-                pack = record.get("result_pack")  # set by the flusher thread
-                if pack is None:
+        for succeeded, line, document, pack in self._waiting:
+            if pack is not None:
+                if pack.digest is None:  # the flusher thread has not stored it yet
                     break
-                line = named_in_line(line, document, pack)
+                line = named_in_line(line, document, pack.digest)
             self._chunk.append(line)
             self._chunk_bytes += len(line)
             self.requests += 1
@@ -114,14 +118,19 @@ class ResultsFile:
         if self._waiting:
             raise RuntimeError(f"{len(self._waiting)} results were never settled")
         self._write_chunk()
+        # A stop signal held back while the file gets its names: one landing between them
+        # would leave a whole results file under a temp name, or hand one out and fail.
+        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, (_signal.SIGINT, _signal.SIGTERM))
         try:
             if self._temp_name is None:  # a name first: linkat cannot replace a file there
                 self._temp_name = self._link_temp_name()
             os.replace(self._temp_name, self._name, src_dir_fd=self._dir, dst_dir_fd=self._dir)
+            self._temp_name = None
         except OSError as exc:
             self.discard()
             raise self._error(exc) from None
-        self._temp_name = None
+        finally:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
         self._close()
         return {"ok": self.failed == 0, "requests": self.requests,
                 "succeeded": self.requests - self.failed, "failed": self.failed,

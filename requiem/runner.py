@@ -211,13 +211,13 @@ class Runner:
 
     def captures_ahead(self) -> None:
         """Make the next run's stdout and stderr captures now, if it can: a batch calls this
-        while a command runs, so the next one starts ~12 us sooner after it ends. One that
-        cannot be made (a full disk, no descriptor left) is the next run's failure, not this
-        one's: captures() tries again there."""
+        while a command runs, so the next one starts ~12 us sooner after it ends. If they
+        cannot be made (a full disk, no descriptor left), the running command is left alone:
+        the next run makes its own, and fails there as it would have."""
         if self._captures_ahead is None:
             try:
                 self._captures_ahead = self.captures()
-            except Exception:
+            except (OSError, RequiemError):
                 pass
 
     def captures(self) -> tuple[CasWriter, CasWriter]:
@@ -414,6 +414,11 @@ class Launch:
             while True:
                 remaining = self._deadline - time.monotonic()
                 if remaining <= 0:
+                    # A command that ended in time is no timeout, however late this looks:
+                    # the result must not depend on what the batch did meanwhile.
+                    exit_info = child.wait(0)
+                    if exit_info is not None:
+                        break
                     reason = "timeout"
                     self._let_go_of_guard_ahead()  # killing its tree may take long
                     break

@@ -28,6 +28,7 @@ TYPE_CHECKING = False  # typing is for checkers only: importing it costs every c
 if TYPE_CHECKING:
     from typing import Any, Iterator
 
+    from requiem.group_commit import PackName
     from requiem.home import Home
 
 _SLOT = struct.Struct("<I")
@@ -267,11 +268,11 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
             signal.signal(signum, _stop)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     # Sent when the records are durable, in one go: no wakeup per run.
-    reported: list[tuple[int, bool, bytes, str | None, dict[str, Any] | None]] = []
+    reported: list[tuple[int, bool, bytes, str | None, PackName | None]] = []
 
     def report(slot: int, succeeded: bool, line: bytes, document: str | None,
-               record: dict[str, Any] | None) -> None:
-        reported.append((slot, succeeded, line, document, record))
+               pack: PackName | None) -> None:
+        reported.append((slot, succeeded, line, document, pack))
 
     try:
         session = Session(home, group_commit=True)
@@ -284,9 +285,9 @@ def _work(home: Home, lines: list[bytes], engine: str | None, slots_read: int,
         frames = []
         reported.reverse()
         while reported:  # each line dropped as its frame is made: one copy of them at a time
-            slot, succeeded, line, document, record = reported.pop()
-            if record is not None:
-                line = named_in_line(line, document, record["result_pack"])
+            slot, succeeded, line, document, pack = reported.pop()
+            if pack is not None:
+                line = named_in_line(line, document, pack.digest)
             frames.append(_RESULT.pack(len(line), slot, succeeded) + line)
         write_all(result_write, b"".join(frames))
     except KeyboardInterrupt:

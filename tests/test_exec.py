@@ -117,6 +117,25 @@ def test_secrets_are_never_stored(home: Path, tmp_path: Path, ws: Path) -> None:
             assert b"hunter2-value" not in data and b"x9y8" not in data, path
 
 
+def test_a_command_that_ended_in_time_is_no_timeout_however_late_it_is_collected(
+        tmp_path: Path, ws: Path) -> None:
+    """A batch collects a run after its other work; the result must not depend on that work."""
+    from requiem.runner import Runner
+
+    request = contract.parse_request({"command": "true", "workspace_root": str(ws),
+                                      "timeout_ms": 100, "policy": PLAIN})
+    runner = Runner(Cas(tmp_path / "cas"))
+    launch = runner.start(request)
+    try:
+        time.sleep(0.3)  # the command ended long ago; its deadline has passed too
+        launch.collect()
+        result = launch.finish()
+    finally:
+        launch.close()
+        runner.close()
+    assert result["termination_reason"] == "exited" and result["ok"], result
+
+
 def test_timeout_kills_the_whole_tree(home: Path, tmp_path: Path, ws: Path) -> None:
     marker = ws / "escapee.pid"
     script = (f"import os, time\n"

@@ -247,12 +247,12 @@ def test_a_batch_writes_its_results_as_runs_settle_and_a_killed_one_leaves_no_fi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "r.jsonl"]
 
 
-@pytest.mark.parametrize("out", ["no-such-dir/o.jsonl", "a-directory"])
+@pytest.mark.parametrize("out", ["no-such-dir/o.jsonl", "a-directory", "a-directory/"])
 def test_a_batch_with_nowhere_to_put_its_results_runs_nothing(home: Path, tmp_path: Path,
                                                               jobs: str, out: str) -> None:
     lines = _batch_file(tmp_path / "r.jsonl", tmp_path, 3)
     (tmp_path / "a-directory").mkdir()
-    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(tmp_path / out),
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out", f"{tmp_path}/{out}",
                   "--jobs", jobs, home=home)
     assert got.returncode != 0 and got.json["error"]["code"] == "quota_exceeded", got.stdout
     assert out in got.json["error"]["message"]
