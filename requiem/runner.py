@@ -414,8 +414,9 @@ class Launch:
             while True:
                 remaining = self._deadline - time.monotonic()
                 if remaining <= 0:
-                    # A command that ended in time is no timeout, however late this looks:
-                    # the result must not depend on what the batch did meanwhile.
+                    # A command found ended is reported as ended: a batch looks late when its
+                    # own work ran long, and the result says what the command did, not when
+                    # the engine looked (it may have ended after its deadline: not killed).
                     exit_info = child.wait(0)
                     if exit_info is not None:
                         break
