@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from requiem.runner import Launch
 
 ENGINE_NAMES = ("requiem", "rust", "dual")
+# A batch finishes a run while the next one's command runs only if that command's timeout is
+# at least this long: a shorter deadline could pass unwatched (see Launch.collect).
+OVERLAP_FROM_TIMEOUT_MS = 1000
 
 
 class RequiemEngine:
@@ -256,6 +259,11 @@ class Session:
             return other
         if request.inputs:
             settle_behind()  # this run's lease is written under the guard
+        elif request.timeout_ms < OVERLAP_FROM_TIMEOUT_MS:
+            # Its deadline is watched from its spawn on, not after the run behind's bookkeeping
+            # (which can take long: hashing a large output): the two never overlap.
+            settle_behind()
+            meanwhile = None
         try:
             launch = self._native.start(request)
         except RequiemError as exc:

@@ -118,10 +118,12 @@ class ResultsFile:
         if self._waiting:
             raise RuntimeError(f"{len(self._waiting)} results were never settled")
         self._write_chunk()
-        # A stop signal held back while the file gets its names: one landing between them
-        # would leave a whole results file under a temp name, or hand one out and fail.
-        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, (_signal.SIGINT, _signal.SIGTERM))
+        # Stop signals held back while the file gets its names, so that it is never left under
+        # a temp name; one that came meanwhile is raised once it is in place (the batch is
+        # then reported interrupted, its results file complete).
+        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, ())  # as it is, to put back
         try:
+            _signal.pthread_sigmask(_signal.SIG_BLOCK, (_signal.SIGINT, _signal.SIGTERM))
             if self._temp_name is None:  # a name first: linkat cannot replace a file there
                 self._temp_name = self._link_temp_name()
             os.replace(self._temp_name, self._name, src_dir_fd=self._dir, dst_dir_fd=self._dir)
@@ -130,8 +132,10 @@ class ResultsFile:
             self.discard()
             raise self._error(exc) from None
         finally:
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
-        self._close()
+            try:
+                _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+            finally:
+                self._close()
         return {"ok": self.failed == 0, "requests": self.requests,
                 "succeeded": self.requests - self.failed, "failed": self.failed,
                 "out": os.path.abspath(self.out_path)}

@@ -414,9 +414,10 @@ class Launch:
             while True:
                 remaining = self._deadline - time.monotonic()
                 if remaining <= 0:
-                    # A command found ended is reported as ended: a batch looks late when its
-                    # own work ran long, and the result says what the command did, not when
-                    # the engine looked (it may have ended after its deadline: not killed).
+                    # A command found ended is reported as ended: the result says what the
+                    # command did, not when the engine looked. A batch looks late only by what
+                    # it does while a command runs, which it skips for short timeouts
+                    # (engines.OVERLAP_FROM_TIMEOUT_MS).
                     exit_info = child.wait(0)
                     if exit_info is not None:
                         break

@@ -292,6 +292,25 @@ def test_every_results_line_names_the_pack_holding_its_document(home: Path, tmp_
         f"run {n}\n".encode() for n in range(5)]  # in input order
 
 
+def test_a_short_deadline_in_a_batch_is_watched_as_in_a_single_run(home: Path,
+                                                                  tmp_path: Path) -> None:
+    """The run behind is not finished while a command with a short timeout runs: finishing
+    a large output would leave that deadline unwatched, and the command's result would turn
+    on the batch's own work."""
+    requests = [{"command": "head", "argv": ["-c", "400000000", "/dev/zero"],
+                 "max_output_bytes": 0, "workspace_root": str(tmp_path), "policy": PLAIN},
+                {"command": "sleep", "argv": ["0.1"], "timeout_ms": 30,
+                 "workspace_root": str(tmp_path), "policy": PLAIN}]
+    lines = tmp_path / "r.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    out = tmp_path / "o.jsonl"
+    got = run_cli("exec", "batch", "--requests", str(lines), "--out", str(out), home=home)
+    assert got.returncode == 0 or got.json.get("failed") == 1, got.stdout + got.stderr
+    big, short = [json.loads(line) for line in out.read_text().splitlines()]
+    assert big["ok"] and big["stdout_bytes"] == 400_000_000
+    assert short["termination_reason"] == "timeout", short["termination_reason"]
+
+
 def test_identical_result_documents_each_get_their_records_pack(tmp_path: Path) -> None:
     """A legacy engine may answer the same bytes twice: each record is named in its own line."""
     from requiem.cas_guard import write_guard
