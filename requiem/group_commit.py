@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
+import math
 import os
-import threading
+import select
 import time
 
 from requiem import result_pack, spool
@@ -14,8 +16,10 @@ TYPE_CHECKING = False  # typing is for checkers only: importing it costs every c
 if TYPE_CHECKING:
     from typing import Any
 
-# Runs wait for the flusher beyond this many records, so memory stays bounded.
+# Runs wait for the flusher beyond this many records, so memory stays bounded (looking again
+# this often, whichever of several waiting threads the flusher's word reached).
 MAX_PENDING = 1024
+_ROOM_RECHECK_SECONDS = 0.05
 # How long the flusher waits for a fuller group, and the group size that ends the wait early.
 LINGER_SECONDS = 0.02
 GROUP_TARGET = 64
@@ -65,14 +69,26 @@ class GroupCommit:
         # spool line, or one whose result_pack the flush fills in, and where the pack is named)
         self._pending: list[tuple[str, dict[str, Any], bytes | None, bytes | spool.Unfilled,
                                   PackName | None]] = []
-        self._changed = threading.Condition()
+        # Guards the fields below it; held only for moments, never across a wait. Waits are on
+        # eventfds (level-triggered: a write before the wait still wakes it), not threading's
+        # Condition: `import threading` costs a batch's start ~5 ms (functools, collections),
+        # and a poll is interrupted by a signal with nothing to restore.
+        self._lock = _thread.allocate_lock()
         self._guard: int | None = None
         self._closing = False
         self._error: BaseException | None = None
         cas.defer_syncs(writer_process=True)  # before the flusher thread: a fork needs one thread
-        self._flusher = threading.Thread(target=self._flush_loop, name="requiem-group-commit",
-                                         daemon=True)
-        self._flusher.start()
+        self._work = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)  # records, or closing
+        self._room = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)  # records taken, or failed
+        # Held while the flusher runs: close() waits for it by taking it.
+        self._running: _thread.LockType | None = _thread.allocate_lock()
+        self._running.acquire()
+        try:
+            _thread.start_new_thread(self._flush_loop, ())
+        except BaseException:
+            os.close(self._work)
+            os.close(self._room)
+            raise
 
     @staticmethod
     def packable(document: bytes) -> bool:
@@ -92,25 +108,34 @@ class GroupCommit:
             encoded: bytes | spool.Unfilled = spool.encode(kind, payload)[1]
         else:
             encoded = spool.Unfilled(kind, payload, "result_pack")
-        with self._changed:
-            while len(self._pending) >= MAX_PENDING and self._error is None:
-                self._changed.wait()
-            if self._error is not None:
-                raise self._error
-            if self._guard is None:
-                self._guard = hold_shared(self._cas.root)
-            named = None if document is None else PackName()
-            self._pending.append((kind, payload, document, encoded, named))
-            if len(self._pending) in (1, GROUP_TARGET):  # a flusher waits for the first, or lingers
-                self._changed.notify_all()
+        named = None if document is None else PackName()
+        while True:
+            with self._lock:
+                if self._error is not None:
+                    raise self._error
+                if len(self._pending) < MAX_PENDING:
+                    if self._guard is None:
+                        self._guard = hold_shared(self._cas.root)
+                    self._pending.append((kind, payload, document, encoded, named))
+                    # The flusher waits for a first record, or lingers for a full group.
+                    wake = len(self._pending) in (1, GROUP_TARGET)
+                    break
+            _wait(self._room, _ROOM_RECHECK_SECONDS)  # a rare full queue: the flusher is behind
+        if wake:
+            os.eventfd_write(self._work, 1)
         return named
 
     def close(self) -> None:
         """Flush what is queued and stop; a failed flush's error is raised here."""
-        with self._changed:
-            self._closing = True
-            self._changed.notify_all()
-        self._flusher.join()
+        running = self._running
+        if running is not None:
+            with self._lock:
+                self._closing = True
+            os.eventfd_write(self._work, 1)
+            running.acquire()  # the flusher has ended (a signal interrupts the wait)
+            self._running = None
+            os.close(self._work)
+            os.close(self._room)
         try:
             self._cas.sync_deferred()
         finally:
@@ -121,33 +146,37 @@ class GroupCommit:
             raise RuntimeError(f"{len(self._pending)} history records were not written")
 
     def _flush_loop(self) -> None:
+        running = self._running
+        assert running is not None
         try:
             self._flush_until_closed()
         except BaseException as exc:  # the runs waiting to queue, and close(), raise it
             self._fail(exc)
+        finally:
+            running.release()
 
     def _flush_until_closed(self) -> None:
         self._cas.housekeep(spare=FIRST_SPARES)
         while True:
-            with self._changed:
-                while not self._pending and not self._closing:
-                    self._changed.wait()
-                # Linger: a fuller group costs fewer fsyncs and fewer wakeups competing for the GIL.
-                deadline = time.monotonic() + LINGER_SECONDS
-                while (len(self._pending) < GROUP_TARGET and not self._closing
-                       and (left := deadline - time.monotonic()) > 0):
-                    self._changed.wait(left)
-                if not self._pending:
-                    return
+            while not self._pending and not self._closing:
+                _wait(self._work, None)
+            # Linger: a fuller group costs fewer fsyncs and fewer wakeups competing for the GIL.
+            deadline = time.monotonic() + LINGER_SECONDS
+            while (len(self._pending) < GROUP_TARGET and not self._closing
+                   and (left := deadline - time.monotonic()) > 0):
+                _wait(self._work, left)
+            with self._lock:
                 records, self._pending = self._pending, []
-                self._changed.notify_all()
+            if not records:
+                return  # closing, and nothing left
+            os.eventfd_write(self._room, 1)
             self._pack_documents(records)
             self._cas.sync_deferred()  # the objects first: a durable record never dangles
             spool.append_lines(self._spool_dir, [
                 (kind, encoded.filled(payload["result_pack"])
                  if isinstance(encoded, spool.Unfilled) else encoded)
                 for kind, payload, _, encoded, _ in records])
-            with self._changed:
+            with self._lock:
                 if not self._pending:
                     self._release_guard()
             self._cas.housekeep()
@@ -168,14 +197,22 @@ class GroupCommit:
 
     def _fail(self, exc: BaseException) -> None:
         """Stop flushing: the runs waiting to queue, and close(), raise exc."""
-        with self._changed:
+        with self._lock:
             self._error = exc
-            try:
-                self._release_guard()
-            finally:
-                self._changed.notify_all()
+            self._release_guard()
 
     def _release_guard(self) -> None:
         guard, self._guard = self._guard, None  # first: a close that raises has closed it anyway
         if guard is not None:
             os.close(guard)
+
+
+def _wait(eventfd: int, timeout_s: float | None) -> None:
+    """Wait until the eventfd was written (since its last wait) or timeout_s passes; reset it."""
+    poller = select.poll()
+    poller.register(eventfd, select.POLLIN)
+    if poller.poll(None if timeout_s is None else math.ceil(timeout_s * 1000)):
+        try:
+            os.eventfd_read(eventfd)
+        except BlockingIOError:
+            pass  # another waiter reset it first

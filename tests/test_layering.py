@@ -71,8 +71,9 @@ def test_an_exec_batch_skips_what_only_other_commands_need(tmp_path: Path) -> No
             str(tmp_path / "o.jsonl")]
     extra = ("typing", "pathlib", "ctypes", "concurrent.futures", "logging", "argparse",
              "shutil", "pickle", "multiprocessing")
-    # signal's enums and contextlib: ~4 ms of a batch's start (issue 3); workers need signal.
-    in_process = ("signal", "enum", "contextlib")
+    # signal's enums, contextlib and threading (functools, collections): ~9 ms of a batch's
+    # start (issue 3); workers need signal, and threading to tell the main thread.
+    in_process = ("signal", "enum", "contextlib", "threading", "functools", "collections")
     assert loaded_after(f"from requiem.cli import main\nmain({argv!r})", extra + in_process) == []
     with_workers = [*argv, "--jobs", "2"]
     lines.write_text(lines.read_text() * 2)
