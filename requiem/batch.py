@@ -158,7 +158,7 @@ def _forkable() -> bool:
     """Whether worker processes can be forked here: from the main thread, with no other
     thread, Python's or a native library's (a lock another thread holds would stay held in
     every worker). Otherwise --jobs N runs in this process, with the same results."""
-    import threading  # a batch's group commit imports it anyway
+    import threading  # for --jobs N only: a --jobs 1 batch does without it
 
     from requiem.sandbox.proc import single_threaded
 

@@ -77,17 +77,20 @@ class GroupCommit:
         self._guard: int | None = None
         self._closing = False
         self._error: BaseException | None = None
+        self._ended = False  # the flusher's last act, before it lets go of _running
+        self._room_waiters = 0  # runs waiting in add() for the queue to have room
+        self._pid = os.getpid()  # a child forked meanwhile has the state, not the thread
         cas.defer_syncs(writer_process=True)  # before the flusher thread: a fork needs one thread
-        self._work = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)  # records, or closing
-        self._room = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)  # records taken, or failed
-        # Held while the flusher runs: close() waits for it by taking it.
-        self._running: _thread.LockType | None = _thread.allocate_lock()
-        self._running.acquire()
+        self._work = self._room = -1
         try:
+            self._work = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)  # records, or closing
+            self._room = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)  # records taken, or failed
+            # Held while the flusher runs: close() waits for it by taking it.
+            self._running = _thread.allocate_lock()
+            self._running.acquire()
             _thread.start_new_thread(self._flush_loop, ())
         except BaseException:
-            os.close(self._work)
-            os.close(self._room)
+            self._close_eventfds()
             raise
 
     @staticmethod
@@ -113,29 +116,39 @@ class GroupCommit:
             with self._lock:
                 if self._error is not None:
                     raise self._error
+                if self._closing:
+                    raise RuntimeError("a history record queued after the group commit closed")
                 if len(self._pending) < MAX_PENDING:
                     if self._guard is None:
                         self._guard = hold_shared(self._cas.root)
                     self._pending.append((kind, payload, document, encoded, named))
-                    # The flusher waits for a first record, or lingers for a full group.
-                    wake = len(self._pending) in (1, GROUP_TARGET)
-                    break
-            _wait(self._room, _ROOM_RECHECK_SECONDS)  # a rare full queue: the flusher is behind
-        if wake:
-            os.eventfd_write(self._work, 1)
-        return named
+                    if len(self._pending) in (1, GROUP_TARGET):  # the flusher waits, or lingers
+                        os.eventfd_write(self._work, 1)
+                    return named
+                self._room_waiters += 1
+            try:
+                _wait(self._room, _ROOM_RECHECK_SECONDS)  # a rare full queue: the flusher is behind
+            finally:
+                with self._lock:
+                    self._room_waiters -= 1
+                    if self._ended and not self._room_waiters:
+                        self._close_eventfds()
 
     def close(self) -> None:
         """Flush what is queued and stop; a failed flush's error is raised here."""
-        running = self._running
-        if running is not None:
-            with self._lock:
+        with self._lock:
+            if not self._closing:
                 self._closing = True
-            os.eventfd_write(self._work, 1)
-            running.acquire()  # the flusher has ended (a signal interrupts the wait)
-            self._running = None
-            os.close(self._work)
-            os.close(self._room)
+                if self._work >= 0:  # else the flusher has ended, and a run closed them
+                    os.eventfd_write(self._work, 1)
+        # Until the flusher has ended; a signal interrupts the wait, and a close() after it waits
+        # again. A forked child has this state but no flusher: its queued records are lost.
+        while not self._ended and os.getpid() == self._pid:
+            self._running.acquire()
+            self._running.release()
+        with self._lock:
+            if not self._room_waiters:
+                self._close_eventfds()  # else the last run waiting for room closes them
         try:
             self._cas.sync_deferred()
         finally:
@@ -146,14 +159,14 @@ class GroupCommit:
             raise RuntimeError(f"{len(self._pending)} history records were not written")
 
     def _flush_loop(self) -> None:
-        running = self._running
-        assert running is not None
         try:
             self._flush_until_closed()
         except BaseException as exc:  # the runs waiting to queue, and close(), raise it
             self._fail(exc)
         finally:
-            running.release()
+            with self._lock:
+                self._ended = True
+            self._running.release()
 
     def _flush_until_closed(self) -> None:
         self._cas.housekeep(spare=FIRST_SPARES)
@@ -199,7 +212,15 @@ class GroupCommit:
         """Stop flushing: the runs waiting to queue, and close(), raise exc."""
         with self._lock:
             self._error = exc
+            os.eventfd_write(self._room, 1)
             self._release_guard()
+
+    def _close_eventfds(self) -> None:
+        """Close the eventfds once (under _lock, or before the flusher started)."""
+        work, room, self._work, self._room = self._work, self._room, -1, -1
+        for fd in (work, room):
+            if fd >= 0:
+                os.close(fd)
 
     def _release_guard(self) -> None:
         guard, self._guard = self._guard, None  # first: a close that raises has closed it anyway

@@ -592,6 +592,60 @@ def test_an_object_a_power_cut_left_damaged_is_rewritten_by_the_next_put(
     assert fresh.put_bytes(data).digest == digest and fresh.read_bytes(digest) == data
 
 
+def test_a_closed_group_commit_refuses_records_and_closes_again_quietly(tmp_path: Path) -> None:
+    from requiem.cas_guard import write_guard
+    from requiem.group_commit import GroupCommit
+
+    cas = Cas(tmp_path / "cas")
+    group = GroupCommit(cas, tmp_path / "spool")
+    before = len(os.listdir("/proc/self/fd"))
+    with write_guard(cas.root):
+        group.add("execution", {"request_id": "in time"})
+    group.close()
+    group.close()  # a second close (say, after an interrupted one) neither hangs nor fails
+    with write_guard(cas.root), pytest.raises(RuntimeError, match="after the group commit closed"):
+        group.add("execution", {"request_id": "too late"})
+    assert [r["request_id"] for r in spool.pending_records(tmp_path / "spool", "execution")] == [
+        "in time"]
+    assert len(os.listdir("/proc/self/fd")) < before  # its eventfds (and the store's) are closed
+
+
+_CLOSE_IN_A_FORKED_CHILD = """
+import os, signal, sys
+from requiem.cas import Cas
+from requiem.cas_guard import write_guard
+from requiem.group_commit import GroupCommit
+cas = Cas(sys.argv[1])
+group = GroupCommit(cas, sys.argv[1] + "-spool")
+with write_guard(cas.root):
+    group.add("execution", {"request_id": "queued"})
+pid = os.fork()
+if pid == 0:  # the state without the flusher: close() must not wait for a thread it lacks
+    signal.alarm(20)
+    try:
+        group.close()
+        os._exit(0)
+    except RuntimeError:
+        os._exit(3)  # the records it holds were not written, and it says so
+    except BaseException:
+        os._exit(1)
+group.close()
+print(os.waitpid(pid, 0)[1])
+"""
+
+
+def test_a_group_commit_forked_with_its_process_closes_without_its_flusher(
+        tmp_path: Path) -> None:
+    import sys
+
+    got = subprocess.run([sys.executable, "-c", _CLOSE_IN_A_FORKED_CHILD, str(tmp_path / "cas")],
+                         capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert got.returncode == 0, got.stderr
+    status = int(got.stdout)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 3), status
+
+
 def test_a_flusher_failing_between_groups_is_reported_not_silent(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from requiem.cas_guard import write_guard
