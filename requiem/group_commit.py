@@ -88,10 +88,10 @@ class GroupCommit:
             # Held while the flusher runs: close() waits for it by taking it.
             self._running = _thread.allocate_lock()
             self._running.acquire()
-            _thread.start_new_thread(self._flush_loop, ())
         except BaseException:
             self._close_eventfds()
             raise
+        _thread.start_new_thread(self._flush_loop, ())  # last: nothing after it can fail
 
     @staticmethod
     def packable(document: bytes) -> bool:
@@ -125,27 +125,46 @@ class GroupCommit:
                     if len(self._pending) in (1, GROUP_TARGET):  # the flusher waits, or lingers
                         os.eventfd_write(self._work, 1)
                     return named
+            self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        """Wait a moment for the flusher to take records (a rare full queue: it is behind)."""
+        waiting = False
+        try:
+            with self._lock:
                 self._room_waiters += 1
-            try:
-                _wait(self._room, _ROOM_RECHECK_SECONDS)  # a rare full queue: the flusher is behind
-            finally:
+                waiting = True
+            _wait(self._room, _ROOM_RECHECK_SECONDS)
+        finally:
+            if waiting:  # whatever interrupted it, the count is put right
                 with self._lock:
                     self._room_waiters -= 1
                     if self._ended and not self._room_waiters:
                         self._close_eventfds()
 
     def close(self) -> None:
-        """Flush what is queued and stop; a failed flush's error is raised here."""
+        """Flush what is queued and stop; a failed flush's error is raised here.
+
+        In a child forked meanwhile it only closes the child's copies of its descriptors: the
+        records, the store's temp files and its helper are the parent's.
+        """
+        if os.getpid() != self._pid:
+            for fd in (self._work, self._room, self._guard):
+                if fd is not None and fd >= 0:
+                    os.close(fd)
+            self._work = self._room = -1
+            self._guard = None
+            return
         with self._lock:
             if not self._closing:
                 self._closing = True
                 if self._work >= 0:  # else the flusher has ended, and a run closed them
                     os.eventfd_write(self._work, 1)
-        # Until the flusher has ended; a signal interrupts the wait, and a close() after it waits
-        # again. A forked child has this state but no flusher: its queued records are lost.
-        while not self._ended and os.getpid() == self._pid:
-            self._running.acquire()
-            self._running.release()
+        # Until the flusher has ended. A signal interrupts the wait, and a close() after it waits
+        # again; the flag, not the lock alone, says it ended (an interrupted close may hold it).
+        while not self._ended:
+            if self._running.acquire(timeout=0.05):
+                self._running.release()
         with self._lock:
             if not self._room_waiters:
                 self._close_eventfds()  # else the last run waiting for room closes them
@@ -218,9 +237,12 @@ class GroupCommit:
     def _close_eventfds(self) -> None:
         """Close the eventfds once (under _lock, or before the flusher started)."""
         work, room, self._work, self._room = self._work, self._room, -1, -1
-        for fd in (work, room):
-            if fd >= 0:
-                os.close(fd)
+        try:
+            if work >= 0:
+                os.close(work)
+        finally:
+            if room >= 0:
+                os.close(room)
 
     def _release_guard(self) -> None:
         guard, self._guard = self._guard, None  # first: a close that raises has closed it anyway
