@@ -88,10 +88,10 @@ class GroupCommit:
             # Held while the flusher runs: close() waits for it by taking it.
             self._running = _thread.allocate_lock()
             self._running.acquire()
+            _thread.start_new_thread(self._flush_loop, ())  # last: once it runs, nothing fails
         except BaseException:
             self._close_eventfds()
             raise
-        _thread.start_new_thread(self._flush_loop, ())  # last: nothing after it can fail
 
     @staticmethod
     def packable(document: bytes) -> bool:
@@ -149,11 +149,16 @@ class GroupCommit:
         records, the store's temp files and its helper are the parent's.
         """
         if os.getpid() != self._pid:
-            for fd in (self._work, self._room, self._guard):
-                if fd is not None and fd >= 0:
-                    os.close(fd)
+            self._closing = True  # a record the child adds is refused, not lost
+            fds = (self._work, self._room, self._guard)
             self._work = self._room = -1
             self._guard = None
+            for fd in fds:
+                if fd is not None and fd >= 0:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
             return
         with self._lock:
             if not self._closing:

@@ -630,7 +630,7 @@ def test_a_closed_group_commit_refuses_records_and_closes_again_quietly(tmp_path
 
 
 _CLOSE_IN_A_FORKED_CHILD = """
-import json, os, signal, sys
+import json, os, signal, sys, time
 from requiem import spool
 from requiem.cas import Cas
 from requiem.cas_guard import write_guard
@@ -639,19 +639,29 @@ cas = Cas(sys.argv[1])
 group = GroupCommit(cas, sys.argv[1] + "-spool")
 with write_guard(cas.root):
     group.add("execution", {"request_id": "before the fork"})
+deadline = time.monotonic() + 30
+while not cas._spare_temps and time.monotonic() < deadline:
+    time.sleep(0.01)  # the flusher has made temp files ahead: the child must not remove them
+temps = sorted(os.listdir(cas.tmp_dir))
 pid = os.fork()
 if pid == 0:  # the parent's state without its flusher: close() leaves the parent's alone
     signal.alarm(20)
+    code = 1
     try:
         group.close()
+        try:
+            group.add("execution", {"request_id": "in the child"})
+        except RuntimeError:
+            code = 0  # refused, not queued for nobody
     finally:
-        os._exit(0)
+        os._exit(code)
 child = os.waitpid(pid, 0)[1]
+kept = sorted(os.listdir(cas.tmp_dir)) == temps and bool(temps)
 with write_guard(cas.root):
     group.add("execution", {"request_id": "after the fork"})
-    large = cas.put_bytes(os.urandom(1 << 20)).digest  # the store's temp files are still there
+    large = cas.put_bytes(os.urandom(1 << 20)).digest
 group.close()
-print(json.dumps({"child": child, "large": cas.verify_object(large) is None,
+print(json.dumps({"child": child, "temps_kept": kept, "large": cas.verify_object(large) is None,
                   "records": [r["request_id"] for r in spool.pending_records(
                       sys.argv[1] + "-spool", "execution")]}))
 """
@@ -665,7 +675,7 @@ def test_a_group_commit_forked_with_its_process_is_left_to_the_parent(tmp_path: 
                          cwd=Path(__file__).resolve().parent.parent)
     assert got.returncode == 0, got.stderr
     report = json.loads(got.stdout)
-    assert report == {"child": 0, "large": True,
+    assert report == {"child": 0, "temps_kept": True, "large": True,
                       "records": ["before the fork", "after the fork"]}, report
 
 
