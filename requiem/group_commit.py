@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import _thread  # threading.Lock is _thread.allocate_lock: see requiem/__init__.py on imports
-import math
 import os
-import select
 import time
 
 from requiem import result_pack, spool
 from requiem.cas import Cas
 from requiem.cas_guard import hold_shared
+from requiem.sandbox.proc import wait_readable
 
 TYPE_CHECKING = False  # typing is for checkers only: importing it costs every cold start
 if TYPE_CHECKING:
@@ -257,9 +256,7 @@ class GroupCommit:
 
 def _wait(eventfd: int, timeout_s: float | None) -> None:
     """Wait until the eventfd was written (since its last wait) or timeout_s passes; reset it."""
-    poller = select.poll()
-    poller.register(eventfd, select.POLLIN)
-    if poller.poll(None if timeout_s is None else math.ceil(timeout_s * 1000)):
+    if wait_readable(eventfd, timeout_s):
         try:
             os.eventfd_read(eventfd)
         except BlockingIOError:

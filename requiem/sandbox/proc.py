@@ -152,10 +152,15 @@ def rusage_dict(usage: object | None) -> dict[str, float]:
 
 
 def wait_readable(fd: int, timeout_s: float | None) -> bool:
-    """poll(), not select(): engines with many open files hold fds above 1024."""
+    """poll(), not select(): engines with many open files hold fds above 1024. The timeout is
+    rounded up to whole milliseconds: down, a wait of less than one would return at once and
+    its caller spin until its deadline."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    return bool(poller.poll(None if timeout_s is None else max(0, int(timeout_s * 1000))))
+    if timeout_s is None:
+        return bool(poller.poll(None))
+    # -(-x // 1): ceil without `math`, an extension module every cold start would load.
+    return bool(poller.poll(max(0, int(-(-timeout_s * 1000 // 1)))))
 
 
 def spawn(argv: list[str], executable: str, *, stdin: int, stdout: int, stderr: int, cwd: str,
